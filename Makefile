@@ -1,0 +1,45 @@
+# camserve: every command the README names. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv demo test test-fast lint format protos bench image image-gpu clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[server,test]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install camserve with its server and test extras
+
+demo: venv ## start the server, explain the sample images, write overlays under out/
+	$(PY) -m camserve_server.demo.run --out out
+
+test: venv lint ## lint, type-check and run the whole test suite
+	$(PY) -m pytest
+
+test-fast: venv ## the test suite without the slow tests
+	$(PY) -m pytest -m "not slow"
+
+lint: venv ## ruff lint + format check, mypy, and the generated stubs match the .proto
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) scripts/gen_protos.py --check
+
+format: venv ## apply ruff's formatting and fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+protos: venv ## regenerate the gRPC stubs from protos/
+	$(PY) scripts/gen_protos.py
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf out build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""Ablation-CAM (Desai & Ramaswamy 2020): a channel's weight is the score lost without it."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import BatchInput, Rows
+from .cam_base import CamMethod
+from .chunking import rows_per_pass, spans
+from .layer_pass import layer_hook
+from .options import Option, int_in
+
+
+class AblationCam(CamMethod):
+    """``w_k = (y_c - y_c[A_k := 0]) / y_c``. Only the head after the layer runs on the
+    ablated activations (a full forward that substitutes them where the model cannot be
+    split), in batches sized to the memory budget.
+    """
+
+    id = "ablationcam"
+    needs_gradients = False
+    description = "Each channel weighted by the relative drop of the class score when it is zeroed."
+    reference = "Desai & Ramaswamy 2020; pytorch-grad-cam AblationCAM at post-ReLU layers"
+    variant = "ablationcam (channel set to 0)"
+    options = (
+        Option(
+            "batch_size",
+            0,
+            "ablated copies per forward pass (0: by memory budget)",
+            int_in(0, 4096),
+        ),
+    )
+
+    def cam_forward_only(
+        self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows
+    ) -> torch.Tensor:
+        assert batch.layer is not None
+        n, k = activation.shape[:2]
+        head = batch.model.head(batch.layer)
+        chunk = rows_per_pass(batch.model, int(batch.options["batch_size"]))
+        ablated_scores = logits.new_empty((n * k, logits.shape[1]))
+        for start, stop in spans(n * k, chunk):
+            pairs = torch.arange(start, stop, device=activation.device)
+            sample, channel = pairs // k, pairs % k
+            ablated = activation[sample].clone()
+            ablated[torch.arange(len(pairs), device=ablated.device), channel] = 0
+            if head is not None:
+                ablated_scores[start:stop] = head(ablated)
+            else:
+                with layer_hook(batch.model.submodule(batch.layer), substitute=ablated):
+                    ablated_scores[start:stop] = batch.model.module(batch.x[sample])
+        original = rows.scores(logits)[:, None]
+        dropped = ablated_scores.view(n, k, -1)[rows.sample, :, rows.target]
+        weights = (original - dropped) / original
+        return torch.einsum("mk,mkhw->mhw", weights, activation[rows.sample])

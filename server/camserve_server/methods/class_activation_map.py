@@ -1,0 +1,57 @@
+"""CAM (Zhou et al. 2016): ``cam = sum_k W[c, k] A_k`` for models ending in GAP + linear."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models import ExplainableModel
+from .base import BatchInput, MethodNotApplicable, Rows
+from .cam_base import CamMethod
+
+
+class ClassActivationMap(CamMethod):
+    """The original class activation map, read from the final linear layer's weights.
+
+    Applicability is checked on the model itself, not its family: the logits must
+    equal ``W @ mean_hw(A) + b`` for the layer's activation ``A``.
+    """
+
+    id = "cam"
+    needs_gradients = False
+    description = "Final linear weights applied to the last feature maps (GAP + linear models)."
+    reference = "Zhou et al. 2016"
+
+    def check_model(self, model: ExplainableModel) -> None:
+        self._linear(model)
+
+    def cam_forward_only(
+        self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows
+    ) -> torch.Tensor:
+        linear = self._linear(batch.model)
+        weight = linear.weight.to(activation.dtype)
+        if weight.shape[1] != activation.shape[1]:
+            raise self._refusal(batch.model, batch.layer)
+        pooled = activation.mean(dim=(2, 3)) @ weight.T
+        if linear.bias is not None:
+            pooled = pooled + linear.bias
+        scale = float(logits.abs().max().clamp_min(1.0))
+        if float((pooled - logits).abs().max()) > 1e-3 * scale:
+            raise self._refusal(batch.model, batch.layer)
+        return torch.einsum("mk,mkhw->mhw", weight[rows.target], activation[rows.sample])
+
+    def _linear(self, model: ExplainableModel) -> nn.Linear:
+        name = model.structure.final_linear
+        module = model.submodule(name) if name else None
+        if not isinstance(module, nn.Linear):
+            raise self._refusal(model, None)
+        return module
+
+    @staticmethod
+    def _refusal(model: ExplainableModel, layer: str | None) -> MethodNotApplicable:
+        at = f" at layer {layer!r}" if layer else ""
+        return MethodNotApplicable(
+            f"method 'cam' needs a model that ends in global average pooling + one linear layer"
+            f"{at}; model {model.name!r} does not (its default layer is "
+            f"{model.default_layer!r}); use 'gradcam', which works on any CNN"
+        )

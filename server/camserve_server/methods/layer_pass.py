@@ -1,0 +1,178 @@
+"""Run a model up to (and through) a layer: capture its activation, or substitute it.
+
+The backward pass of the CAM family stops at the layer: the layer's output is
+detached into a leaf that requires grad, so autograd never builds a graph
+before it, and parameters never need gradients. A cached activation skips the
+backbone: only the head after the layer runs (``ExplainableModel.head``), or,
+for a model that cannot be split, a full forward that substitutes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgument
+from .base import BatchInput, Rows, resolve_targets
+
+
+@contextmanager
+def layer_hook(
+    module: nn.Module, *, make_leaf: bool = False, substitute: torch.Tensor | None = None
+) -> Iterator[list[torch.Tensor]]:
+    """Capture (or replace) a module's output during one forward pass.
+
+    Downstream layers receive a clone, so an in-place operation after the layer
+    (an in-place ReLU) never alters the captured activation. The hook is removed
+    on exit, also after an exception.
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _args: tuple[object, ...], out: object) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor):
+            raise InvalidArgument(f"the layer returns {type(out).__name__}, not a tensor")
+        if captured:
+            raise InvalidArgument(
+                "the layer runs more than once in a forward pass; choose the block that contains it"
+            )
+        if substitute is not None:
+            captured.append(substitute)
+            return substitute.clone()
+        activation = out.detach()
+        if make_leaf:
+            activation.requires_grad_(True)
+        captured.append(activation)
+        return activation.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def _partition(batch: BatchInput) -> tuple[list[int], list[int]]:
+    misses = [i for i, c in enumerate(batch.cached) if c is None]
+    hits = [i for i, c in enumerate(batch.cached) if c is not None]
+    return misses, hits
+
+
+def _cached(batch: BatchInput, hits: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    entries = [batch.cached[i] for i in hits]
+    activation = torch.stack([e.activation for e in entries if e is not None])
+    logits = torch.stack([e.logits for e in entries if e is not None])
+    device = batch.model.device
+    return activation.to(device), logits.to(device)
+
+
+def _require_spatial(activation: torch.Tensor, layer: str) -> None:
+    if activation.dim() != 4:
+        raise InvalidArgument(
+            f"layer {layer!r} outputs shape {tuple(activation.shape[1:])}; this method needs a "
+            "spatial (C, h, w) feature map"
+        )
+
+
+def layer_forward(batch: BatchInput) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's activation ``(N, K, h, w)`` and logits ``(N, C)``; cached rows cost nothing."""
+    assert batch.layer is not None
+    model = batch.model
+    misses, hits = _partition(batch)
+    with torch.inference_mode():
+        parts: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
+        if misses:
+            with layer_hook(model.submodule(batch.layer)) as captured:
+                logits = model.module(batch.x[misses])
+            parts.append((misses, captured[0], logits))
+        if hits:
+            parts.append((hits, *_cached(batch, hits)))
+        activation, logits = _assemble(parts, len(batch.cached))
+    _require_spatial(activation, batch.layer)
+    return activation, logits
+
+
+@dataclass
+class LayerGradients:
+    """Activations, logits, the resolved target rows and ``dy_c/dA`` for each row."""
+
+    activation: torch.Tensor
+    logits: torch.Tensor
+    rows: Rows
+    gradients: torch.Tensor
+
+
+def layer_gradients(batch: BatchInput) -> LayerGradients:
+    """One forward per sample (or a head pass for cached ones), one backward per target rank.
+
+    Backward passes run from the logits to the layer only. Sample ``i`` with
+    ``T_i`` targets needs ``T_i`` backward passes through the head, all sharing
+    the single forward; samples are independent, so one backward serves a whole
+    rank of the batch.
+    """
+    assert batch.layer is not None
+    model = batch.model
+    misses, hits = _partition(batch)
+    passes: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
+    with torch.enable_grad():
+        if misses:
+            with layer_hook(model.submodule(batch.layer), make_leaf=True) as captured:
+                out = model.module(batch.x[misses])
+            passes.append((misses, captured[0], out))
+        if hits:
+            leaf = _cached(batch, hits)[0].clone().requires_grad_(True)
+            passes.append((hits, leaf, _run_head(batch, hits, leaf)))
+    activation, logits = _assemble(
+        [(idx, leaf.detach(), out.detach()) for idx, leaf, out in passes], len(batch.cached)
+    )
+    _require_spatial(activation, batch.layer)
+    rows = Rows.from_targets(resolve_targets(batch.targets, logits), model.device)
+    gradients = torch.zeros(len(rows), *activation.shape[1:], device=model.device)
+    for idx, leaf, out in passes:
+        backward_by_rank(rows, idx, leaf, out, gradients)
+    return LayerGradients(activation, logits, rows, gradients)
+
+
+def _run_head(batch: BatchInput, hits: list[int], leaf: torch.Tensor) -> torch.Tensor:
+    assert batch.layer is not None
+    head = batch.model.head(batch.layer)
+    if head is not None:
+        out: torch.Tensor = head(leaf.clone())
+        return out
+    with layer_hook(batch.model.submodule(batch.layer), substitute=leaf):
+        full: torch.Tensor = batch.model.module(batch.x[hits])
+        return full
+
+
+def backward_by_rank(
+    rows: Rows, idx: list[int], leaf: torch.Tensor, out: torch.Tensor, gradients: torch.Tensor
+) -> None:
+    local = torch.full((len(rows.counts),), -1, dtype=torch.long, device=out.device)
+    local[idx] = torch.arange(len(idx), device=out.device)
+    in_pass = local[rows.sample] >= 0
+    ranks = rows.rank[in_pass]
+    last = int(ranks.max()) if ranks.numel() else -1
+    for r in range(last + 1):
+        selected = torch.nonzero(in_pass & (rows.rank == r)).flatten()
+        positions = local[rows.sample[selected]]
+        grad_out = torch.zeros_like(out)
+        grad_out[positions, rows.target[selected]] = 1.0
+        (grad,) = torch.autograd.grad(out, leaf, grad_out, retain_graph=r < last)
+        gradients[selected] = grad[positions]
+
+
+def _assemble(
+    parts: list[tuple[list[int], torch.Tensor, torch.Tensor]], n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(parts) == 1 and parts[0][0] == list(range(n)):
+        return parts[0][1], parts[0][2]
+    first_act, first_logits = parts[0][1], parts[0][2]
+    activation = first_act.new_empty((n, *first_act.shape[1:]))
+    logits = first_logits.new_empty((n, *first_logits.shape[1:]))
+    for idx, act, out in parts:
+        activation[idx] = act
+        logits[idx] = out
+    return activation, logits

@@ -1,0 +1,83 @@
+"""Occlusion (Zeiler & Fergus 2014): the score lost when a window of the input is covered."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+
+from .base import BatchInput, Family, Rows
+from .chunking import rows_per_pass, spans
+from .heatmap import signed_heatmaps
+from .input_gradients import AttributionMethod, target_rows
+from .options import Option, float_in, int_in, pair_in
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """``0, s, 2s, ...``: ``ceil((size - window) / stride) + 1`` positions, the last clipped."""
+    count = math.ceil(max(size - window, 0) / stride) + 1
+    return [i * stride for i in range(count)]
+
+
+class Occlusion(AttributionMethod):
+    """Each pixel's attribution is the mean, over the windows covering it, of
+    ``y_c(x) - y_c(x occluded)``; windows cover all channels and are filled with ``fill``.
+    The occluded copies run as batches sized to the memory budget, forward only.
+    """
+
+    id = "occlusion"
+    family: ClassVar[Family] = "perturbation"
+    needs_gradients = False
+    description = "Score drop when a sliding window of the image is covered."
+    reference = "Zeiler & Fergus 2014; Captum Occlusion"
+    options = (
+        Option("window", (32, 32), "window size: an integer or [h, w] in pixels", pair_in(1, 4096)),
+        Option("stride", (16, 16), "stride: an integer or [h, w] in pixels", pair_in(1, 4096)),
+        Option("fill", 0.0, "fill value in the normalised input space", float_in(-1e3, 1e3)),
+        Option(
+            "batch_size",
+            0,
+            "occluded copies per forward pass (0: by memory budget)",
+            int_in(0, 4096),
+        ),
+    )
+
+    def heatmaps(self, attribution: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return signed_heatmaps(attribution)
+
+    def attributions(
+        self, batch: BatchInput
+    ) -> tuple[torch.Tensor, Rows, torch.Tensor, dict[str, torch.Tensor]]:
+        (wh, ww), (sh, sw) = batch.options["window"], batch.options["stride"]
+        fill = float(batch.options["fill"])
+        x = batch.x
+        n, _, height, width = x.shape
+        windows = [
+            (top, left)
+            for top in window_starts(height, wh, sh)
+            for left in window_starts(width, ww, sw)
+        ]
+        logits, rows = target_rows(batch)
+        occluded_scores = logits.new_empty((n, len(windows), logits.shape[1]))
+        chunk = rows_per_pass(batch.model, int(batch.options["batch_size"]))
+        with torch.inference_mode():
+            for start, stop in spans(n * len(windows), chunk):
+                pairs = list(range(start, stop))
+                inputs = x[[p // len(windows) for p in pairs]].clone()
+                for row, pair in enumerate(pairs):
+                    top, left = windows[pair % len(windows)]
+                    inputs[row, :, top : top + wh, left : left + ww] = fill
+                flat = occluded_scores.view(-1, logits.shape[1])
+                flat[start:stop] = batch.model.module(inputs)
+        drops = rows.scores(logits)[:, None] - occluded_scores[rows.sample, :, rows.target]
+        total = x.new_zeros((len(rows), height, width))
+        coverage = x.new_zeros((height, width))
+        for index, (top, left) in enumerate(windows):
+            total[:, top : top + wh, left : left + ww] += drops[:, index, None, None]
+            coverage[top : top + wh, left : left + ww] += 1
+        mean_drop = torch.where(
+            coverage > 0, total / coverage.clamp_min(1), torch.zeros_like(total)
+        )
+        attribution = mean_drop[:, None].expand(-1, x.shape[1], -1, -1).contiguous()
+        return logits, rows, attribution, {}

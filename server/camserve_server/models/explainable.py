@@ -1,0 +1,110 @@
+"""``ExplainableModel``: a classifier prepared for explanation.
+
+Wraps an ``nn.Module`` once: eval mode, parameters frozen (no parameter
+gradient is ever computed), its structure inspected, and one head per layer
+split off lazily so a cached activation can skip the backbone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+from torch import fx, nn
+
+from ..errors import InvalidArgument, choices
+from .inspection import ModelStructure, inspect_model
+from .split import build_head, head_matches
+
+
+class ExplainableModel:
+    """A frozen classifier on one device, with its layers and default layer known.
+
+    Calls that run the model must not overlap on one instance (hooks and patched
+    modules are per instance): the server gives each device worker its own copy.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        input_size: tuple[int, int] = (224, 224),
+        name: str = "model",
+        labels: Sequence[str] | None = None,
+        default_layer: str | None = None,
+        device: torch.device | str | None = None,
+        memory_budget_bytes: int = 1 << 30,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else _module_device(module)
+        self.module = module.to(self.device).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self.name = name
+        self.memory_budget_bytes = int(memory_budget_bytes)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.structure: ModelStructure = inspect_model(self.module, self.input_size, self.device)
+        self.num_classes = self.structure.num_classes
+        self.labels = list(labels) if labels is not None else None
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise ValueError(
+                f"{len(self.labels)} labels given for a model with {self.num_classes} classes"
+            )
+        self._modules = dict(self.module.named_modules())
+        self.default_layer = self.resolve_layer(default_layer or self.structure.default_layer)
+        self._heads: dict[str, fx.GraphModule | None] = {}
+        self._heads_lock = threading.Lock()
+
+    @property
+    def layers(self) -> list[str]:
+        """Every module that returned a tensor in the probe forward, in execution order."""
+        infos = sorted(self.structure.layers.values(), key=lambda i: i.order)
+        return [info.name for info in infos]
+
+    def resolve_layer(self, layer: str | None) -> str:
+        """Return ``layer`` (or the default), checked to name a module with a tensor output."""
+        if not layer:
+            return self.default_layer
+        if layer not in self.structure.layers:
+            raise InvalidArgument(
+                f"unknown layer {layer!r} for model {self.name!r}; "
+                f"valid layers: {choices(self.structure.spatial_layers())}"
+            )
+        return layer
+
+    def submodule(self, layer: str) -> nn.Module:
+        """The module at a dotted path (``layer4``, ``features.12``)."""
+        module: nn.Module = self._modules[self.resolve_layer(layer)]
+        return module
+
+    def head(self, layer: str) -> fx.GraphModule | None:
+        """The model after ``layer``, verified on a probe input; None if it cannot be split."""
+        with self._heads_lock:
+            if layer not in self._heads:
+                self._heads[layer] = self._build_verified_head(layer)
+            return self._heads[layer]
+
+    def _build_verified_head(self, layer: str) -> fx.GraphModule | None:
+        head = build_head(self.module, layer)
+        if head is None:
+            return None
+        captured: list[torch.Tensor] = []
+        handle = self.submodule(layer).register_forward_hook(
+            lambda _m, _i, out: captured.append(out.clone())
+        )
+        try:
+            generator = torch.Generator().manual_seed(0)
+            probe = torch.randn(2, 3, *self.input_size, generator=generator).to(self.device)
+            with torch.inference_mode():
+                logits = self.module(probe)
+        finally:
+            handle.remove()
+        if len(captured) != 1 or not head_matches(head, self.module, captured[0], logits):
+            return None
+        return head
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for parameter in module.parameters():
+        return parameter.device
+    return torch.device("cpu")

@@ -1,0 +1,109 @@
+"""Split a model at a layer into the part after it (the head), derived with torch.fx.
+
+A cached activation of layer L lets the server skip everything before L: only
+``head(A)`` runs. The head is cut out of the model's own traced graph, so the
+split works for any architecture fx can trace, not one family. When the graph
+cannot be cut cleanly (the part after L also reads tensors computed before L,
+e.g. a skip connection around L, or the model does not trace), ``build_head``
+returns ``None`` and callers fall back to a full forward that substitutes A at L.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import fx, nn
+
+log = logging.getLogger(__name__)
+
+
+class _LayerAsLeafTracer(fx.Tracer):
+    """Traces through every module except ``layer`` (kept as one call node)."""
+
+    def __init__(self, layer: str) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name == self.layer:
+            return True
+        if self.layer.startswith(module_qualified_name + "."):
+            return False  # an ancestor of the layer must be traced through
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def build_head(model: nn.Module, layer: str) -> fx.GraphModule | None:
+    """Return a module computing logits from the activation of ``layer``, or None."""
+    try:
+        tracer = _LayerAsLeafTracer(layer)
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx cannot trace every Python construct
+        log.info("no head split for layer %s: trace failed (%s)", layer, exc)
+        return None
+    layer_nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
+    if len(layer_nodes) != 1:
+        return None  # not called, or called more than once: no single cut point
+    cut = layer_nodes[0]
+    output = next(n for n in graph.nodes if n.op == "output")
+
+    needed = _ancestors(output)
+    after_cut = _descendants(cut)
+    head_graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {cut: head_graph.placeholder("activation")}
+    for node in graph.nodes:
+        if node not in needed or node is cut or node.op in ("output", "placeholder"):
+            continue
+        if node not in after_cut:
+            if _depends_on_input(node):
+                continue  # computed before the cut; only a problem if the head reads it
+        elif any(parent not in env for parent in node.all_input_nodes):
+            return None  # the head reads a tensor computed before the cut (a skip connection)
+        env[node] = head_graph.node_copy(node, lambda n: env[n])
+    head_graph.output(env[output.args[0]])
+    head = fx.GraphModule(model, head_graph)
+    head.graph.eliminate_dead_code()
+    head.recompile()
+    head.eval()
+    return head
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        for parent in current.all_input_nodes:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
+def _descendants(node: fx.Node) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        for child in current.users:
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
+def _depends_on_input(node: fx.Node) -> bool:
+    return node.op == "placeholder" or any(n.op == "placeholder" for n in _ancestors(node))
+
+
+def head_matches(
+    head: fx.GraphModule, model: nn.Module, layer_output: torch.Tensor, logits: torch.Tensor
+) -> bool:
+    """Check a head against the full model on one recorded activation."""
+    del model
+    with torch.inference_mode():
+        out = head(layer_output.clone())
+    if not isinstance(out, torch.Tensor) or out.shape != logits.shape:
+        return False
+    scale = float(logits.abs().max().clamp_min(1.0))
+    return bool((out - logits).abs().max() <= 1e-4 * scale)
