@@ -44,6 +44,7 @@ class FeatureMaps(ActivationMethod):
     """The layer's activation ``A`` per channel, optionally the top-k channels by mean."""
 
     id = "feature_maps"
+    caches_layer = True
     description = "The layer's feature maps, each min-max scaled for display."
     reference = "Zeiler & Fergus 2014; cs231n visualising activations"
     options = (
@@ -72,6 +73,7 @@ class ChannelProfile(ActivationMethod):
     """Mean activation per channel ``(K,)``: which filters fire for this image."""
 
     id = "channel_profile"
+    caches_layer = True
     description = "Mean activation of every channel of the layer."
     reference = "cs231n visualising activations"
 

@@ -87,11 +87,12 @@ class Method(ABC):
     id: ClassVar[str]
     family: ClassVar[Family]
     uses_layer: ClassVar[bool] = False
-    own_default_layer: ClassVar[bool] = (
-        False  # None means the method's own default, not the model's
-    )
+    # True: layer=None means the method's own default layer, not the model's.
+    own_default_layer: ClassVar[bool] = False
     uses_targets: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = True
+    caches_layer: ClassVar[bool] = False  # reads the layer's activation, so a cached one serves it
+    heavy: ClassVar[bool] = False  # many passes per image: batched in small groups by the server
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     variant: ClassVar[str] = ""

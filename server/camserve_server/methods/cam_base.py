@@ -21,6 +21,7 @@ class CamMethod(Method):
 
     family: ClassVar[Family] = "cam"
     uses_layer = True
+    caches_layer = True
 
     def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """Per-row channel weights ``(M, K)`` from activations and gradients ``(M, K, h, w)``."""

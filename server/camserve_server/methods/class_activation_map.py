@@ -23,7 +23,13 @@ class ClassActivationMap(CamMethod):
     reference = "Zhou et al. 2016"
 
     def check_model(self, model: ExplainableModel) -> None:
-        self._linear(model)
+        # Cheap structural test (the server lists methods by it): the final linear layer
+        # must read one value per channel of the last feature map before pooling.
+        # ``cam_forward_only`` still verifies the logits on the actual activations.
+        linear = self._linear(model)
+        last_map = model.structure.layers.get(model.structure.default_layer)
+        if last_map is None or last_map.shape[1] != linear.in_features:
+            raise self._refusal(model, None)
 
     def cam_forward_only(
         self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows

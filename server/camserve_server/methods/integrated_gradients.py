@@ -23,6 +23,7 @@ class IntegratedGradients(AttributionMethod):
     """
 
     id = "integrated_gradients"
+    heavy = True
     description = "Gradients integrated along the straight path from a baseline to the input."
     reference = "Sundararajan et al. 2017; Captum IntegratedGradients (defaults)"
     variant = "integrated_gradients (Gauss-Legendre)"

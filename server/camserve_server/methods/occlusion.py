@@ -27,6 +27,7 @@ class Occlusion(AttributionMethod):
     """
 
     id = "occlusion"
+    heavy = True
     family: ClassVar[Family] = "perturbation"
     needs_gradients = False
     description = "Score drop when a sliding window of the image is covered."

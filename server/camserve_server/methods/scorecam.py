@@ -17,6 +17,7 @@ class ScoreCam(CamMethod):
     """
 
     id = "scorecam"
+    heavy = True
     needs_gradients = False
     description = "Each channel weighted by the softmaxed class score of the input it masks."
     reference = "Wang et al. 2020; pytorch-grad-cam ScoreCAM"

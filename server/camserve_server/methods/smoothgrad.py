@@ -28,6 +28,7 @@ class SmoothGrad(AttributionMethod):
     """Mean of ``dy_c/dx`` over ``n`` copies ``x + N(0, s^2)``; defined here, seedable."""
 
     id = "smoothgrad"
+    heavy = True
     description = "The input gradient averaged over noisy copies of the image."
     reference = "Smilkov et al. 2017 (defined in camserve's method notes)"
     options = (

@@ -35,6 +35,7 @@ class ExplainableModel:
         default_layer: str | None = None,
         device: torch.device | str | None = None,
         memory_budget_bytes: int = 1 << 30,
+        layer_access: bool = True,
     ) -> None:
         self.device = torch.device(device) if device is not None else _module_device(module)
         self.module = module.to(self.device).eval()
@@ -42,8 +43,11 @@ class ExplainableModel:
             parameter.requires_grad_(False)
         self.name = name
         self.memory_budget_bytes = int(memory_budget_bytes)
+        self.layer_access = layer_access
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.structure: ModelStructure = inspect_model(self.module, self.input_size, self.device)
+        self.structure: ModelStructure = inspect_model(
+            self.module, self.input_size, self.device, hooks=layer_access
+        )
         self.num_classes = self.structure.num_classes
         self.labels = list(labels) if labels is not None else None
         if self.labels is not None and len(self.labels) != self.num_classes:
@@ -51,7 +55,9 @@ class ExplainableModel:
                 f"{len(self.labels)} labels given for a model with {self.num_classes} classes"
             )
         self._modules = dict(self.module.named_modules())
-        self.default_layer = self.resolve_layer(default_layer or self.structure.default_layer)
+        self.default_layer = ""
+        if layer_access:
+            self.default_layer = self.resolve_layer(default_layer or self.structure.default_layer)
         self._heads: dict[str, fx.GraphModule | None] = {}
         self._heads_lock = threading.Lock()
 
@@ -63,6 +69,8 @@ class ExplainableModel:
 
     def resolve_layer(self, layer: str | None) -> str:
         """Return ``layer`` (or the default), checked to name a module with a tensor output."""
+        if not self.layer_access:
+            raise InvalidArgument(f"model {self.name!r} is compiled: its layers cannot be reached")
         if not layer:
             return self.default_layer
         if layer not in self.structure.layers:

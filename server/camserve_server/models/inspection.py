@@ -46,7 +46,7 @@ class ModelStructure:
 
 
 def inspect_model(
-    model: nn.Module, input_size: tuple[int, int], device: torch.device
+    model: nn.Module, input_size: tuple[int, int], device: torch.device, *, hooks: bool = True
 ) -> ModelStructure:
     """Run one dummy forward and record every module's output.
 
@@ -69,7 +69,7 @@ def inspect_model(
 
         return hook
 
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules()) if hooks else {}
     for name, module in modules.items():
         if name:
             handles.append(module.register_forward_hook(make_hook(name, module)))
@@ -87,6 +87,14 @@ def inspect_model(
         name: LayerInfo(name, type(modules[name]).__name__, tuple(out.shape), order)
         for name, (order, out) in outputs.items()
     }
+    if not hooks:  # a compiled module (TorchScript): no layer access
+        return ModelStructure(
+            num_classes=int(logits.shape[1]),
+            layers={},
+            default_layer="",
+            final_linear=None,
+            embedding_dim=0,
+        )
     default_layer = _default_layer(outputs, modules)
     final_linear = max(linear_inputs, key=lambda n: linear_inputs[n][0]) if linear_inputs else None
     if final_linear is not None:

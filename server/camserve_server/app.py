@@ -1,0 +1,188 @@
+"""``build_server(settings) -> (server, port)``: the gRPC server with everything attached.
+
+Health (``grpc.health.v1``; SERVING only once every model has warmed up),
+reflection, error and auth interceptors, TLS, message caps and a maximum
+connection age so a scaled-out deployment rebalances. ``Runtime`` owns the
+models, the cache, the batcher and the device workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import torch
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from camserve.v1 import explain_pb2, explain_pb2_grpc
+
+from .config import ModelSpec, Settings
+from .demo import demo_model_spec
+from .methods import get_method
+from .models.loading import LoadedModel, load_model
+from .rpc.interceptors import AuthInterceptor, ErrorInterceptor
+from .runtime.batcher import Batcher, GroupKey
+from .runtime.cache import TieredCache, build_cache
+from .runtime.metrics import Metrics
+from .runtime.workers import DeviceWorker
+from .service import ExplainService
+from .servicer import ExplainServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name
+
+
+def resolve_devices(spec: str) -> list[torch.device]:
+    """``auto``: every CUDA GPU, else the CPU; or an explicit comma-separated list."""
+    if spec == "auto":
+        count = torch.cuda.device_count()
+        return [torch.device(f"cuda:{i}") for i in range(count)] or [torch.device("cpu")]
+    return [torch.device(part.strip()) for part in spec.split(",") if part.strip()]
+
+
+@dataclass
+class Runtime:
+    """Everything behind the RPCs; started by ``build_server``, stopped by ``stop``."""
+
+    settings: Settings
+    metrics: Metrics
+    models: dict[str, LoadedModel]
+    cache: TieredCache
+    batcher: Batcher
+    service: ExplainService
+    health: health.aio.HealthServicer
+    workers: list[DeviceWorker] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_workers(self) -> None:
+        for worker in self.workers:
+            self.tasks.append(asyncio.create_task(worker.run(), name=f"worker-{worker.device}"))
+
+    async def warm_up(self) -> None:
+        """Run every model once per device, then report SERVING."""
+        loop = asyncio.get_running_loop()
+        for loaded in self.models.values():
+            for replica in loaded.replicas.values():
+                x = torch.zeros(1, 3, *replica.input_size, device=replica.device)
+                await loop.run_in_executor(None, _forward_once, replica.module, x)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        self.batcher.close()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.service.close()
+        self.cache.close()
+
+
+def _forward_once(module: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.inference_mode():
+        module(x)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Load the models on every device and wire the batcher, cache and workers."""
+    metrics = Metrics()
+    devices = resolve_devices(settings.devices)
+    specs: tuple[ModelSpec, ...] = settings.models or (demo_model_spec(),)
+    budget = settings.memory_budget_mb * (1 << 20)
+    models = {spec.name: load_model(spec, devices, budget) for spec in specs}
+    cache = build_cache(settings, observer=metrics)
+
+    def batch_limit(group: GroupKey) -> int:
+        if get_method(group.method).heavy:
+            return max(1, min(settings.heavy_batch_size, settings.max_batch_size))
+        return settings.max_batch_size
+
+    batcher = Batcher(
+        max_batch_size=settings.max_batch_size,
+        max_delay_s=settings.max_delay_ms / 1e3,
+        queue_size=settings.queue_size,
+        batch_limit=batch_limit,
+        on_depth=metrics.queue_depth.set,
+    )
+    service = ExplainService(settings, models, batcher, cache, metrics)
+    health_servicer = health.aio.HealthServicer()
+    runtime = Runtime(settings, metrics, models, cache, batcher, service, health_servicer)
+
+    def cache_writer(key: str, activation: torch.Tensor, logits: torch.Tensor) -> None:
+        cache.put_activation(key, activation, logits)
+
+    for device in devices:
+        replicas = {name: loaded.replicas[str(device)] for name, loaded in models.items()}
+        runtime.workers.append(DeviceWorker(device, replicas, batcher, metrics, cache_writer))
+    return runtime
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials (mTLS when a client CA is configured), or None for plaintext."""
+    if not settings.tls_enabled:
+        return None
+    assert settings.tls_cert and settings.tls_key
+    key = Path(settings.tls_key).read_bytes()
+    cert = Path(settings.tls_cert).read_bytes()
+    client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def channel_options(settings: Settings) -> list[tuple[str, int]]:
+    """Message caps and connection lifetime shared by every listener."""
+    age_ms = int(settings.max_connection_age_s * 1000)
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_connection_age_ms", age_ms),
+        ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def build_server(settings: Settings) -> tuple[aio.Server, int, Runtime]:
+    """Build and start the server; returns it, its bound port and the runtime behind it."""
+    runtime = build_runtime(settings)
+    interceptors: list[aio.ServerInterceptor] = []
+    if settings.auth_enabled:
+        interceptors.append(AuthInterceptor(settings.auth_tokens))
+    interceptors.append(ErrorInterceptor(runtime.metrics))
+    server = aio.server(interceptors=interceptors, options=channel_options(settings))
+    explain_pb2_grpc.add_ExplainServiceServicer_to_server(
+        ExplainServicer(runtime.service, runtime.metrics), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(runtime.health, server)
+    await runtime.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    await runtime.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    await server.start()
+    runtime.start_workers()
+    await runtime.warm_up()
+    log.info("camserve listening on %s (port %d), models: %s", settings.host, port, list(runtime.models))
+    return server, port, runtime
+
+
+async def shutdown(server: aio.Server, runtime: Runtime, grace_s: float) -> None:
+    """Graceful stop: NOT_SERVING, refuse new calls, let in-flight calls finish."""
+    await runtime.health.enter_graceful_shutdown()
+    await server.stop(grace_s)
+    await runtime.stop()

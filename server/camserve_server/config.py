@@ -1,0 +1,194 @@
+"""Settings from flags, ``CAMSERVE_*`` environment variables and a TOML file.
+
+Precedence: flag > environment variable > the file's ``[server]`` table > default.
+Models come from the file's ``[[models]]`` tables; with no file, the shipped
+demo model is served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgument
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``[[models]]`` table. Exactly one of ``arch``, ``torchscript`` is given."""
+
+    name: str
+    arch: str | None = None
+    torchscript: str | None = None
+    weights: str | None = None
+    num_classes: int | None = None
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    labels: str | None = None
+    default_layer: str | None = None
+    resize_mode: str = "resize"
+    resize_size: int | None = None
+    base_dir: str = "."
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to start. Defaults batch concurrent callers out of the box."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9090
+    config: str | None = None
+    redis_url: str | None = None
+    cache_bytes: int = 512 * MIB
+    cache_ttl_s: int = 3600
+    cache_max_value_bytes: int = 16 * MIB
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    heavy_batch_size: int = 2
+    queue_size: int = 512
+    devices: str = "auto"
+    memory_budget_mb: int = 1024
+    max_message_bytes: int = 32 * MIB
+    max_image_pixels: int = 40_000_000
+    decode_threads: int = 4
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_tokens: tuple[str, ...] = ()
+    max_connection_age_s: float = 300.0
+    grace_period_s: float = 20.0
+    log_level: str = "INFO"
+    models: tuple[ModelSpec, ...] = field(default=())
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_tokens)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+
+_HELP = {
+    "host": "address to bind the gRPC port to (0.0.0.0 for every interface)",
+    "port": "gRPC port (0 picks a free one)",
+    "metrics_host": "address of the Prometheus metrics endpoint",
+    "metrics_port": "Prometheus metrics port (0 picks a free one, -1 disables)",
+    "config": "TOML file with [server] settings and [[models]] tables",
+    "redis_url": "Redis URL for the shared cache tier (default: in-process cache only)",
+    "cache_bytes": "bytes the in-process activation cache may hold",
+    "cache_ttl_s": "seconds a cached activation lives",
+    "cache_max_value_bytes": "largest activation written to Redis",
+    "max_batch_size": "most requests one batch may carry",
+    "max_delay_ms": "longest a request waits for its batch to fill",
+    "heavy_batch_size": "batch size cap of perturbation-heavy methods (scorecam, occlusion...)",
+    "queue_size": "requests waiting at most; beyond, RESOURCE_EXHAUSTED",
+    "devices": "'auto' (every CUDA GPU, else the CPU), 'cpu', or e.g. 'cuda:0,cuda:1'",
+    "memory_budget_mb": "device memory one batch may use; perturbation chunks are sized to it",
+    "max_message_bytes": "largest request or reply message",
+    "max_image_pixels": "largest decoded image (width x height); larger is refused before decoding",
+    "decode_threads": "threads that decode and preprocess images off the event loop",
+    "tls_cert": "PEM server certificate (enables TLS with --tls-key)",
+    "tls_key": "PEM server private key",
+    "tls_client_ca": "PEM CA bundle; when set, clients must present a certificate (mTLS)",
+    "auth_tokens": "comma-separated bearer tokens; when set, calls must carry one",
+    "max_connection_age_s": "seconds before a client connection is asked to reconnect",
+    "grace_period_s": "seconds in-flight calls may finish after SIGTERM",
+    "log_level": "logging level",
+}
+
+
+def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build ``Settings`` from the command line, the environment and the config file."""
+    parser = argparse.ArgumentParser(
+        prog="camserve-server", description="Serve CNN explanations over gRPC."
+    )
+    for item in fields(Settings):
+        if item.name == "models":
+            continue
+        parser.add_argument("--" + item.name.replace("_", "-"), dest=item.name, help=_HELP[item.name])
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    environ = os.environ if env is None else env
+    from_env = {
+        item.name: environ[f"CAMSERVE_{item.name.upper()}"]
+        for item in fields(Settings)
+        if f"CAMSERVE_{item.name.upper()}" in environ
+    }
+    config_path = given.get("config") or from_env.get("config")
+    file_table: dict[str, Any] = {}
+    models: tuple[ModelSpec, ...] = ()
+    if config_path:
+        file_table, models = load_config_file(Path(config_path))
+    merged = {**file_table, **from_env, **given}
+    settings = Settings(**{k: _coerce(k, v) for k, v in merged.items()})
+    return replace(settings, models=models)
+
+
+def load_config_file(path: Path) -> tuple[dict[str, Any], tuple[ModelSpec, ...]]:
+    """Read ``[server]`` and ``[[models]]`` from a TOML file."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidArgument(f"cannot read config {path}: {exc}") from None
+    server = dict(document.get("server", {}))
+    unknown = set(server) - {f.name for f in fields(Settings)} - {"models"}
+    if unknown:
+        raise InvalidArgument(f"unknown [server] settings in {path}: {', '.join(sorted(unknown))}")
+    models = tuple(_model_spec(table, path.parent) for table in document.get("models", []))
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"model names must be unique in {path}: {names}")
+    return server, models
+
+
+def _model_spec(table: Mapping[str, Any], base_dir: Path) -> ModelSpec:
+    known = {f.name for f in fields(ModelSpec)} - {"base_dir"}
+    unknown = set(table) - known
+    if unknown:
+        raise InvalidArgument(f"unknown model settings: {', '.join(sorted(unknown))}")
+    if "name" not in table:
+        raise InvalidArgument("every [[models]] table needs a name")
+    sources = [k for k in ("arch", "torchscript") if table.get(k)]
+    if len(sources) != 1:
+        raise InvalidArgument(
+            f"model {table['name']!r} needs exactly one of arch, torchscript; got {sources or 'none'}"
+        )
+    values = dict(table)
+    for key in ("input_size", "mean", "std"):
+        if key in values:
+            values[key] = tuple(values[key])
+    if values.get("resize_mode", "resize") not in ("resize", "resize_crop"):
+        raise InvalidArgument("resize_mode must be 'resize' or 'resize_crop'")
+    return ModelSpec(**values, base_dir=str(base_dir))
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if value is None:
+        return None
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "tuple[str, ...]":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(item.strip() for item in items if item.strip())
+    except ValueError:
+        raise InvalidArgument(f"setting {name} must be a {kind}, got {value!r}") from None
+    return value

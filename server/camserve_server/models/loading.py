@@ -1,0 +1,147 @@
+"""Build the models a config names: torchvision builders, factories in code, TorchScript.
+
+Weights are state dicts read with ``torch.load(weights_only=True)``: never
+pickle. The weights digest (sha256 of the file) is part of every cache key, so
+new weights never read old activations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from ..config import ModelSpec
+from ..errors import InvalidArgument
+from ..methods import METHODS
+from .explainable import ExplainableModel
+from .imaging import Preprocess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A configured model: one replica per device, its preprocessing, labels and methods."""
+
+    name: str
+    format: str
+    replicas: dict[str, ExplainableModel]
+    preprocess: Preprocess
+    labels: list[str] | None
+    weights_digest: str
+    methods: tuple[str, ...]
+
+    @property
+    def primary(self) -> ExplainableModel:
+        """The first replica: every replica has the same structure."""
+        return next(iter(self.replicas.values()))
+
+
+def load_model(spec: ModelSpec, devices: list[torch.device], memory_budget_bytes: int) -> LoadedModel:
+    """Build ``spec`` once per device and work out which methods it supports."""
+    labels = _read_labels(spec)
+    digest = _weights_digest(spec)
+    fmt = "torchscript" if spec.torchscript else "torch"
+    replicas = {}
+    for device in devices:
+        module = _build_module(spec)
+        replicas[str(device)] = ExplainableModel(
+            module,
+            input_size=spec.input_size,
+            name=spec.name,
+            labels=labels,
+            default_layer=spec.default_layer,
+            device=device,
+            memory_budget_bytes=memory_budget_bytes,
+            layer_access=fmt == "torch",
+        )
+    first = next(iter(replicas.values()))
+    preprocess = Preprocess(
+        input_size=spec.input_size,
+        mean=spec.mean,
+        std=spec.std,
+        resize_mode=spec.resize_mode,
+        resize_size=spec.resize_size,
+    )
+    return LoadedModel(
+        name=spec.name,
+        format=fmt,
+        replicas=replicas,
+        preprocess=preprocess,
+        labels=labels,
+        weights_digest=digest,
+        methods=supported_methods(first),
+    )
+
+
+def supported_methods(model: ExplainableModel) -> tuple[str, ...]:
+    """The registry's methods this model can serve, in registry order."""
+    supported = []
+    for method_id, method in METHODS.items():
+        if method.uses_layer and not model.layer_access:
+            continue
+        if method_id in ("guided_backprop", "deconvnet", "guided_gradcam") and not model.layer_access:
+            continue
+        try:
+            method.check_model(model)
+        except InvalidArgument:
+            continue
+        supported.append(method_id)
+    return tuple(supported)
+
+
+def _build_module(spec: ModelSpec) -> nn.Module:
+    if spec.torchscript:
+        module: nn.Module = torch.jit.load(str(spec.path(spec.torchscript)), map_location="cpu")
+        return module
+    assert spec.arch is not None
+    torch.manual_seed(0)  # no weights: the same random model in every replica and process
+    module = _factory(spec.arch)(**({"num_classes": spec.num_classes} if spec.num_classes else {}))
+    if spec.weights:
+        path = spec.path(spec.weights)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise InvalidArgument(f"model {spec.name!r}: cannot load weights {path}: {exc}") from None
+        module.load_state_dict(state)
+    return module
+
+
+def _factory(arch: str) -> Callable[..., nn.Module]:
+    if ":" in arch:
+        module_name, _, attribute = arch.partition(":")
+        try:
+            factory: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise InvalidArgument(f"cannot import model factory {arch!r}: {exc}") from None
+        return factory
+    available = torchvision.models.list_models()
+    if arch not in available:
+        raise InvalidArgument(f"unknown torchvision architecture {arch!r}")
+    return lambda **kwargs: torchvision.models.get_model(arch, weights=None, **kwargs)
+
+
+def _read_labels(spec: ModelSpec) -> list[str] | None:
+    if not spec.labels:
+        return None
+    lines = spec.path(spec.labels).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def _weights_digest(spec: ModelSpec) -> str:
+    source = spec.weights or spec.torchscript
+    if source is None:
+        return hashlib.sha256(f"init:{spec.arch}:{spec.num_classes}".encode()).hexdigest()
+    digest = hashlib.sha256()
+    with Path(spec.path(source)).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

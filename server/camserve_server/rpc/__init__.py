@@ -1,0 +1,1 @@
+"""gRPC plumbing: interceptors for errors and auth, TLS credentials."""

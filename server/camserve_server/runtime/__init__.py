@@ -1,0 +1,1 @@
+"""The serving runtime: batching, device workers, the activation cache and metrics."""

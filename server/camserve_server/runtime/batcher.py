@@ -1,0 +1,143 @@
+"""Dynamic batching: requests that can share a pass wait briefly for each other.
+
+Requests are grouped by what must be equal to run in one batch (model, method,
+layer, options and input size). A group flushes when it holds
+``max_batch_size`` requests or its oldest one has waited ``max_delay``; the
+worker that asks next gets the ready group with the oldest request. The queue
+is bounded: past ``queue_size`` a request is refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import Overloaded
+from ..methods import CachedLayer, TargetRequest
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """What requests must share to run in one batch."""
+
+    model: str
+    method: str
+    layer: str | None
+    options: tuple[tuple[str, Any], ...]
+    shape: tuple[int, ...]
+
+
+@dataclass(eq=False)
+class WorkItem:
+    """One request waiting for a worker; its future receives the result or the error."""
+
+    group: GroupKey
+    x: torch.Tensor
+    target: TargetRequest
+    future: asyncio.Future[Any]
+    cached: CachedLayer | None = None
+    cache_key: str | None = None
+    want_raw: bool = False
+    deadline: float | None = None
+    enqueued: float = field(default_factory=time.monotonic)
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now > self.deadline
+
+
+class Batcher:
+    """Bounded, grouped request queue shared by every device worker."""
+
+    def __init__(
+        self,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        queue_size: int,
+        batch_limit: Callable[[GroupKey], int] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+    ) -> None:
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_delay_s = max(0.0, max_delay_s)
+        self.queue_size = queue_size
+        self._limit = batch_limit or (lambda _g: self.max_batch_size)
+        self._on_depth = on_depth or (lambda _d: None)
+        self._groups: dict[GroupKey, deque[WorkItem]] = {}
+        self._depth = 0
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting for a worker."""
+        return self._depth
+
+    def submit(self, item: WorkItem) -> None:
+        """Queue ``item`` or refuse it with ``Overloaded`` when the queue is full."""
+        if self._depth >= self.queue_size:
+            raise Overloaded(f"the queue is full ({self.queue_size} requests waiting); retry later")
+        self._groups.setdefault(item.group, deque()).append(item)
+        self._set_depth(self._depth + 1)
+        self._changed.set()
+
+    def close(self) -> None:
+        """Wake waiting workers so they can stop."""
+        self._closed = True
+        self._changed.set()
+
+    async def next_batch(self) -> list[WorkItem]:
+        """Wait for a ready group and take up to its batch limit; [] once closed and empty."""
+        while True:
+            self._drop_abandoned()
+            now = time.monotonic()
+            ready = [
+                (queue[0].enqueued, key)
+                for key, queue in self._groups.items()
+                if len(queue) >= self._limit(key)
+                or now - queue[0].enqueued >= self.max_delay_s
+                or self._closed
+            ]
+            if ready:
+                _, key = min(ready, key=lambda r: r[0])
+                return self._take(key)
+            if self._closed:
+                return []
+            timeout = None
+            if self._groups:
+                oldest = min(queue[0].enqueued for queue in self._groups.values())
+                timeout = max(0.0, oldest + self.max_delay_s - now)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    def _take(self, key: GroupKey) -> list[WorkItem]:
+        queue = self._groups[key]
+        batch = [queue.popleft() for _ in range(min(len(queue), self._limit(key)))]
+        if not queue:
+            del self._groups[key]
+        self._set_depth(self._depth - len(batch))
+        return batch
+
+    def _drop_abandoned(self) -> None:
+        """Forget requests whose caller has gone (their future was cancelled)."""
+        for key in list(self._groups):
+            queue = self._groups[key]
+            kept = deque(item for item in queue if not item.future.done())
+            if len(kept) != len(queue):
+                self._set_depth(self._depth - (len(queue) - len(kept)))
+                if kept:
+                    self._groups[key] = kept
+                else:
+                    del self._groups[key]
+
+    def _set_depth(self, depth: int) -> None:
+        self._depth = depth
+        self._on_depth(depth)

@@ -1,0 +1,90 @@
+"""Every Prometheus object the server exports, declared once, with low-cardinality labels.
+
+Labels are model, method, code, tier and kind: never an image hash or a request id.
+Each server owns its registry, so several servers can run in one process (tests).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# Names used by the deployment manifests and dashboards (deploy/ reads them from here).
+REQUEST_LATENCY = "camserve_request_latency_seconds"
+QUEUE_DEPTH = "camserve_queue_depth"
+INFLIGHT = "camserve_inflight_requests"
+BATCH_SIZE = "camserve_batch_size"
+
+
+class Metrics:
+    """The server's metrics, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.request_latency = Histogram(
+            REQUEST_LATENCY,
+            "Time from receiving a request to sending its reply.",
+            ["model", "method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "camserve_queue_wait_seconds",
+            "Time a request waited in the batcher before compute.",
+            ["model", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute = Histogram(
+            "camserve_compute_seconds",
+            "Device time of one batch.",
+            ["model", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            BATCH_SIZE,
+            "Requests per executed batch.",
+            ["model", "method"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(QUEUE_DEPTH, "Requests waiting for a device worker.", registry=r)
+        self.inflight = Gauge(INFLIGHT, "Requests being handled (queued or computing).", registry=r)
+        self.cache_hits = Counter(
+            "camserve_cache_hits_total", "Activation cache hits.", ["tier"], registry=r
+        )
+        self.cache_misses = Counter(
+            "camserve_cache_misses_total", "Activation cache misses.", ["tier"], registry=r
+        )
+        self.cache_errors = Counter(
+            "camserve_cache_errors_total",
+            "Activation cache failures (timeouts, connection errors, bad blobs, dropped writes).",
+            ["tier", "kind"],
+            registry=r,
+        )
+        self.device_memory = Gauge(
+            "camserve_device_memory_bytes",
+            "Device memory allocated by tensors.",
+            ["device"],
+            registry=r,
+        )
+        self.batch_failures = Counter(
+            "camserve_batch_failures_total",
+            "Batches that raised and were split or failed.",
+            ["model", "method", "kind"],
+            registry=r,
+        )
+
+    # The cache's observer interface.
+    def on_hit(self, tier: str) -> None:
+        self.cache_hits.labels(tier).inc()
+
+    def on_miss(self, tier: str) -> None:
+        self.cache_misses.labels(tier).inc()
+
+    def on_error(self, tier: str, kind: str) -> None:
+        self.cache_errors.labels(tier, kind).inc()

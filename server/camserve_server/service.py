@@ -1,0 +1,289 @@
+"""The service's domain logic, free of protobuf: validate, decode, look up the cache,
+queue for a device worker, and shape the answer.
+
+``servicer.py`` converts protobuf to these objects and back, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Settings
+from .errors import InvalidArgument, NotFound, choices
+from .methods import METHODS, CachedLayer, TargetRequest, get_method
+from .methods.activations import conv_weights
+from .methods.base import validate_targets
+from .methods.options import parse_options
+from .models.imaging import Placement, convert_heatmap, decode_image, place_heatmap, validate_tensor
+from .models.loading import LoadedModel
+from .runtime.batcher import Batcher, GroupKey, WorkItem
+from .runtime.cache import CachedActivation, TieredCache, cache_key, image_key
+from .runtime.metrics import Metrics
+from .runtime.workers import ItemResult
+
+MAX_TARGETS = 64
+HEATMAP_DTYPES = ("float32", "float16", "uint8")
+
+
+@dataclass
+class ImageSource:
+    """Encoded image bytes, or a preprocessed float32 tensor ``(3, H, W)``."""
+
+    encoded: bytes | None = None
+    tensor: np.ndarray | None = None
+
+
+@dataclass
+class ExplainQuery:
+    """One explanation request, as the domain sees it."""
+
+    model: str
+    method: str
+    source: ImageSource
+    classes: tuple[int, ...] = ()
+    top_k: int = 0
+    layer: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    out_size: tuple[int, int] | None = None
+    dtype: str = "float32"
+    return_raw: bool = False
+    deadline: float | None = None
+
+
+@dataclass
+class ClassScore:
+    index: int
+    label: str
+    probability: float
+    logit: float
+
+
+@dataclass
+class ExplainAnswer:
+    """One explanation: a heatmap per target at the requested size and dtype, and context."""
+
+    model: str
+    method: str
+    variant: str
+    layer: str
+    targets: list[int]
+    labels: list[str]
+    heatmaps: list[np.ndarray]
+    empty: list[bool]
+    raw: list[np.ndarray] | None
+    top_classes: list[ClassScore]
+    cache_hit: bool
+    timings: dict[str, float]
+    metrics: dict[str, float]
+    image_size: tuple[int, int]
+    values: np.ndarray | None = None
+    channels: list[int] | None = None
+
+
+@dataclass
+class _Prepared:
+    x: torch.Tensor
+    placement: Placement | None
+    key: str
+    decode_s: float
+
+
+class ExplainService:
+    """Serves every model of a config through one batcher, one cache and the device workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: dict[str, LoadedModel],
+        batcher: Batcher,
+        cache: TieredCache,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.batcher = batcher
+        self.cache = cache
+        self.metrics = metrics
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, settings.decode_threads), thread_name_prefix="decode"
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def model(self, name: str) -> LoadedModel:
+        """The named model, or NOT_FOUND naming the served ones."""
+        if not name and len(self.models) == 1:
+            return next(iter(self.models.values()))
+        try:
+            return self.models[name]
+        except KeyError:
+            raise NotFound(f"unknown model {name!r}; served models: {choices(self.models)}") from None
+
+    async def explain(self, query: ExplainQuery) -> ExplainAnswer:
+        """Validate, decode off the event loop, consult the cache, queue, and shape the answer."""
+        started = time.perf_counter()
+        loaded = self.model(query.model)
+        method = get_method(query.method)
+        if query.method not in loaded.methods:
+            raise InvalidArgument(
+                f"method {query.method!r} is not available for model {loaded.name!r}; "
+                f"its methods: {choices(loaded.methods)}"
+            )
+        options = parse_options(method.id, method.options, query.options)
+        if len(query.classes) > MAX_TARGETS or query.top_k > MAX_TARGETS:
+            raise InvalidArgument(f"at most {MAX_TARGETS} targets per request")
+        target = TargetRequest(classes=tuple(query.classes), top_k=query.top_k)
+        validate_targets([target], loaded.primary.num_classes)
+        if query.dtype not in HEATMAP_DTYPES:
+            raise InvalidArgument(f"heatmap dtype must be one of {', '.join(HEATMAP_DTYPES)}")
+        layer = None
+        if method.uses_layer and (query.layer or not method.own_default_layer):
+            layer = loaded.primary.resolve_layer(query.layer)
+
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._pool, self._prepare, loaded, query.source)
+        cached: CachedLayer | None = None
+        key: str | None = None
+        if method.caches_layer and layer is not None:
+            key = cache_key(loaded.name, loaded.weights_digest, self._preprocess_id(loaded, prepared), layer, prepared.key)
+            value, _ = await loop.run_in_executor(self._pool, self.cache.get, key)
+            if value is not None:
+                cached = CachedLayer(value.activation, value.logits)
+
+        group = GroupKey(
+            model=loaded.name,
+            method=method.id,
+            layer=layer,
+            options=tuple(sorted((k, _hashable(v)) for k, v in options.items())),
+            shape=tuple(prepared.x.shape),
+        )
+        future: asyncio.Future[ItemResult] = loop.create_future()
+        item = WorkItem(
+            group=group,
+            x=prepared.x,
+            target=target,
+            future=future,
+            cached=cached,
+            cache_key=key,
+            want_raw=query.return_raw,
+            deadline=query.deadline,
+        )
+        self.batcher.submit(item)
+        try:
+            result = await future
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        answer = await loop.run_in_executor(
+            self._pool, self._shape_answer, loaded, query, prepared, result
+        )
+        answer.timings = {
+            "decode_ms": prepared.decode_s * 1e3,
+            "queue_ms": result.queue_s * 1e3,
+            "compute_ms": result.compute_s * 1e3,
+            "total_ms": (time.perf_counter() - started) * 1e3,
+        }
+        return answer
+
+    def filters(self, model: str, layer: str | None) -> tuple[str, np.ndarray]:
+        """A convolution's weights ``(K, C, kh, kw)``; the first convolution by default."""
+        loaded = self.model(model)
+        if not loaded.primary.layer_access:
+            raise InvalidArgument(f"model {loaded.name!r} is compiled: its filters cannot be read")
+        name, weights = conv_weights(loaded.primary, layer or None)
+        return name, weights.detach().float().cpu().numpy()
+
+    def _prepare(self, loaded: LoadedModel, source: ImageSource) -> _Prepared:
+        started = time.perf_counter()
+        if source.encoded is not None:
+            image = decode_image(source.encoded, max_pixels=self.settings.max_image_pixels)
+            x, placement = loaded.preprocess(image)
+            key = image_key(source.encoded)
+        elif source.tensor is not None:
+            x = validate_tensor(source.tensor)
+            placement = None
+            key = "t" + hashlib.sha256(
+                np.ascontiguousarray(source.tensor, dtype=np.float32).tobytes()
+                + str(tuple(source.tensor.shape)).encode()
+            ).hexdigest()
+        else:
+            raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
+        return _Prepared(x=x, placement=placement, key=key, decode_s=time.perf_counter() - started)
+
+    @staticmethod
+    def _preprocess_id(loaded: LoadedModel, prepared: _Prepared) -> str:
+        return "tensor" if prepared.placement is None else loaded.preprocess.digest()
+
+    def _shape_answer(
+        self, loaded: LoadedModel, query: ExplainQuery, prepared: _Prepared, result: ItemResult
+    ) -> ExplainAnswer:
+        labels = loaded.labels
+        heatmaps: list[np.ndarray] = []
+        if result.heatmaps is not None and get_method(query.method).uses_targets:
+            if prepared.placement is not None:
+                placed = place_heatmap(result.heatmaps, prepared.placement, query.out_size)
+            elif query.out_size is not None:
+                placed = torch.nn.functional.interpolate(
+                    result.heatmaps[:, None], size=query.out_size, mode="bilinear", align_corners=False
+                )[:, 0].clamp(0, 1)
+            else:
+                placed = result.heatmaps
+            heatmaps = [convert_heatmap(h, query.dtype) for h in placed]
+        raw = None
+        if query.return_raw and result.raw is not None and get_method(query.method).uses_targets:
+            raw = [r.numpy() for r in result.raw]
+        probabilities = torch.softmax(result.logits, dim=0)
+        k = min(max(5, len(result.targets)), probabilities.numel())
+        top = probabilities.topk(k)
+        top_classes = [
+            ClassScore(
+                index=int(i),
+                label=labels[int(i)] if labels else "",
+                probability=float(p),
+                logit=float(result.logits[int(i)]),
+            )
+            for p, i in zip(top.values, top.indices, strict=True)
+        ]
+        image_size = (
+            prepared.placement.original_size
+            if prepared.placement is not None
+            else (int(prepared.x.shape[-2]), int(prepared.x.shape[-1]))
+        )
+        values = None
+        if not get_method(query.method).uses_targets and result.raw is not None:
+            values = result.raw.numpy()
+        return ExplainAnswer(
+            model=loaded.name,
+            method=query.method,
+            variant=result.variant,
+            layer=result.layer or "",
+            targets=result.targets,
+            labels=[labels[t] if labels else "" for t in result.targets],
+            heatmaps=heatmaps,
+            empty=result.empty,
+            raw=raw,
+            top_classes=top_classes,
+            cache_hit=result.cache_hit,
+            timings={},
+            metrics={k: v[0] for k, v in result.metrics.items() if v},
+            image_size=image_size,
+            values=values,
+            channels=result.channels,
+        )
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+__all__ = ["METHODS", "CachedActivation", "ExplainAnswer", "ExplainQuery", "ExplainService", "ImageSource"]
