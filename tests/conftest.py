@@ -27,11 +27,14 @@ INPUT_SIZE = (64, 64)
 class ZooModel:
     """A torchvision classifier wrapped for the engine, with a twin for reference libraries.
 
-    ``layer`` is a block output that no later operation modifies in place (where
-    pytorch-grad-cam's stored activation is trustworthy); ``relu_layer`` is a
-    layer whose output is a ReLU's, so its minimum is 0 (where AblationCAM's
-    ablation value agrees with METHODS.md). ``reference`` is an independent deep
-    copy of the same weights, also frozen, for libraries that attach hooks.
+    Both layers have outputs that no later operation modifies in place, where
+    pytorch-grad-cam's stored activation is trustworthy. ``layer`` is the last
+    block before global pooling; ``relu_layer`` is an early layer of ReLU outputs
+    (or their max-pool), whose minimum is 0, where Ablation-CAM's ablation value
+    agrees with METHODS.md, and with few channels, so that methods running one
+    forward per channel stay cheap.
+    ``reference`` is an independent deep copy of the same weights, also frozen,
+    for libraries that attach hooks.
     """
 
     arch: str
@@ -41,12 +44,18 @@ class ZooModel:
     relu_layer: str
     x: torch.Tensor
 
+    def top_classes(self, x: torch.Tensor, k: int) -> list[list[int]]:
+        """The ``k`` most probable classes of every sample of ``x``, most probable first."""
+        with torch.no_grad():
+            logits = self.reference(x)
+        return [[int(c) for c in row] for row in logits.topk(k, dim=1).indices.tolist()]
 
-# arch -> (block output for the CAM family, a post-ReLU layer for AblationCAM)
+
+# arch -> (the block output before global pooling, an early layer of 64-88 ReLU outputs)
 ZOO_LAYERS: dict[str, tuple[str, str]] = {
-    "resnet18": ("layer4", "layer4"),
-    "vgg11_bn": ("features", "features"),
-    "densenet121": ("features.denseblock4", "features.denseblock4.denselayer16.relu2"),
+    "resnet18": ("layer4", "layer1"),
+    "vgg11_bn": ("features", "features.3"),
+    "densenet121": ("features.denseblock4", "features.pool0"),
     "mobilenet_v3_small": ("features", "features.3.block.1"),
 }
 

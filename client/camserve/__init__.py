@@ -1,0 +1,1 @@
+"""camserve: the client SDK of the camserve explanation service."""
