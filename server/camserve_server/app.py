@@ -22,7 +22,6 @@ from grpc_reflection.v1alpha import reflection
 from camserve.v1 import explain_pb2, explain_pb2_grpc
 
 from .config import ModelSpec, Settings
-from .demo import demo_model_spec
 from .methods import get_method
 from .models.loading import LoadedModel, load_model
 from .rpc.interceptors import AuthInterceptor, ErrorInterceptor
@@ -86,6 +85,21 @@ class Runtime:
 def _forward_once(module: torch.nn.Module, x: torch.Tensor) -> None:
     with torch.inference_mode():
         module(x)
+
+
+def demo_model_spec() -> ModelSpec:
+    """The shipped demo model: the embedded default when no config names models."""
+    from . import demo
+
+    return ModelSpec(
+        name="demo",
+        arch="camserve_server.demo.model:build_demo_model",
+        weights=str(demo.WEIGHTS_PATH),
+        input_size=demo.INPUT_SIZE,
+        mean=demo.MEAN,
+        std=demo.STD,
+        labels=str(demo.LABELS_PATH),
+    )
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -177,7 +191,9 @@ async def build_server(settings: Settings) -> tuple[aio.Server, int, Runtime]:
     await server.start()
     runtime.start_workers()
     await runtime.warm_up()
-    log.info("camserve listening on %s (port %d), models: %s", settings.host, port, list(runtime.models))
+    log.info(
+        "camserve listening on %s (port %d), models: %s", settings.host, port, list(runtime.models)
+    )
     return server, port, runtime
 
 

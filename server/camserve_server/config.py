@@ -121,7 +121,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     for item in fields(Settings):
         if item.name == "models":
             continue
-        parser.add_argument("--" + item.name.replace("_", "-"), dest=item.name, help=_HELP[item.name])
+        parser.add_argument(
+            "--" + item.name.replace("_", "-"), dest=item.name, help=_HELP[item.name]
+        )
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     environ = os.environ if env is None else env
     from_env = {

@@ -127,7 +127,9 @@ class ExplainService:
         try:
             return self.models[name]
         except KeyError:
-            raise NotFound(f"unknown model {name!r}; served models: {choices(self.models)}") from None
+            raise NotFound(
+                f"unknown model {name!r}; served models: {choices(self.models)}"
+            ) from None
 
     async def explain(self, query: ExplainQuery) -> ExplainAnswer:
         """Validate, decode off the event loop, consult the cache, queue, and shape the answer."""
@@ -155,7 +157,13 @@ class ExplainService:
         cached: CachedLayer | None = None
         key: str | None = None
         if method.caches_layer and layer is not None:
-            key = cache_key(loaded.name, loaded.weights_digest, self._preprocess_id(loaded, prepared), layer, prepared.key)
+            key = cache_key(
+                loaded.name,
+                loaded.weights_digest,
+                self._preprocess_id(loaded, prepared),
+                layer,
+                prepared.key,
+            )
             value, _ = await loop.run_in_executor(self._pool, self.cache.get, key)
             if value is not None:
                 cached = CachedLayer(value.activation, value.logits)
@@ -212,10 +220,13 @@ class ExplainService:
         elif source.tensor is not None:
             x = validate_tensor(source.tensor)
             placement = None
-            key = "t" + hashlib.sha256(
-                np.ascontiguousarray(source.tensor, dtype=np.float32).tobytes()
-                + str(tuple(source.tensor.shape)).encode()
-            ).hexdigest()
+            key = (
+                "t"
+                + hashlib.sha256(
+                    np.ascontiguousarray(source.tensor, dtype=np.float32).tobytes()
+                    + str(tuple(source.tensor.shape)).encode()
+                ).hexdigest()
+            )
         else:
             raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
         return _Prepared(x=x, placement=placement, key=key, decode_s=time.perf_counter() - started)
@@ -234,7 +245,10 @@ class ExplainService:
                 placed = place_heatmap(result.heatmaps, prepared.placement, query.out_size)
             elif query.out_size is not None:
                 placed = torch.nn.functional.interpolate(
-                    result.heatmaps[:, None], size=query.out_size, mode="bilinear", align_corners=False
+                    result.heatmaps[:, None],
+                    size=query.out_size,
+                    mode="bilinear",
+                    align_corners=False,
                 )[:, 0].clamp(0, 1)
             else:
                 placed = result.heatmaps
@@ -286,4 +300,11 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-__all__ = ["METHODS", "CachedActivation", "ExplainAnswer", "ExplainQuery", "ExplainService", "ImageSource"]
+__all__ = [
+    "METHODS",
+    "CachedActivation",
+    "ExplainAnswer",
+    "ExplainQuery",
+    "ExplainService",
+    "ImageSource",
+]

@@ -152,9 +152,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         self, request: pb.ExplainRequest, context: aio.ServicerContext
     ) -> pb.ExplainResponse:
         query = to_query(request, monotonic_deadline(context))
-        answer = await self._timed(
-            request.model, query.method, self.service.explain(query)
-        )
+        answer = await self._timed(request.model, query.method, self.service.explain(query))
         return to_response(request.request_id, answer)
 
     async def ExplainStream(
@@ -200,7 +198,9 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             for task in list(pending):
                 task.cancel()
 
-    async def Embed(self, request: pb.EmbedRequest, context: aio.ServicerContext) -> pb.EmbedResponse:
+    async def Embed(
+        self, request: pb.EmbedRequest, context: aio.ServicerContext
+    ) -> pb.EmbedResponse:
         query = ExplainQuery(
             model=request.model,
             method="embedding",

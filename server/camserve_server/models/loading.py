@@ -45,7 +45,9 @@ class LoadedModel:
         return next(iter(self.replicas.values()))
 
 
-def load_model(spec: ModelSpec, devices: list[torch.device], memory_budget_bytes: int) -> LoadedModel:
+def load_model(
+    spec: ModelSpec, devices: list[torch.device], memory_budget_bytes: int
+) -> LoadedModel:
     """Build ``spec`` once per device and work out which methods it supports."""
     labels = _read_labels(spec)
     digest = _weights_digest(spec)
@@ -88,7 +90,10 @@ def supported_methods(model: ExplainableModel) -> tuple[str, ...]:
     for method_id, method in METHODS.items():
         if method.uses_layer and not model.layer_access:
             continue
-        if method_id in ("guided_backprop", "deconvnet", "guided_gradcam") and not model.layer_access:
+        if (
+            method_id in ("guided_backprop", "deconvnet", "guided_gradcam")
+            and not model.layer_access
+        ):
             continue
         try:
             method.check_model(model)
@@ -110,7 +115,9 @@ def _build_module(spec: ModelSpec) -> nn.Module:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as exc:
-            raise InvalidArgument(f"model {spec.name!r}: cannot load weights {path}: {exc}") from None
+            raise InvalidArgument(
+                f"model {spec.name!r}: cannot load weights {path}: {exc}"
+            ) from None
         module.load_state_dict(state)
     return module
 
@@ -119,7 +126,9 @@ def _factory(arch: str) -> Callable[..., nn.Module]:
     if ":" in arch:
         module_name, _, attribute = arch.partition(":")
         try:
-            factory: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), attribute)
+            factory: Callable[..., nn.Module] = getattr(
+                importlib.import_module(module_name), attribute
+            )
         except (ImportError, AttributeError) as exc:
             raise InvalidArgument(f"cannot import model factory {arch!r}: {exc}") from None
         return factory

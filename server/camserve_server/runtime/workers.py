@@ -90,7 +90,9 @@ class DeviceWorker:
                 continue
             group = live[0].group
             for item in live:
-                self.metrics.queue_wait.labels(group.model, group.method).observe(now - item.enqueued)
+                self.metrics.queue_wait.labels(group.model, group.method).observe(
+                    now - item.enqueued
+                )
             self.metrics.batch_size.labels(group.model, group.method).observe(len(live))
             outcomes = await loop.run_in_executor(self._thread, self.compute, live)
             for item, outcome in zip(live, outcomes, strict=True):

@@ -1,0 +1,86 @@
+"""Concurrent callers share batches; a second question about an image skips the backbone."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from rpc_helpers import metric_value, random_image, request, stub, tensor_input
+from server_harness import ServerThread
+
+from camserve.v1 import explain_pb2 as pb
+
+
+def test_concurrent_callers_are_batched(server: ServerThread) -> None:
+    assert server.runtime is not None
+    registry = server.runtime.metrics.registry
+    labels = {"model": "r18", "method": "hirescam"}
+    count_before = metric_value(registry, "camserve_batch_size_count", labels)
+    sum_before = metric_value(registry, "camserve_batch_size_sum", labels)
+    client = stub(server.address)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(
+            pool.map(
+                lambda i: client.Explain(request("r18", "hirescam", tensor_input(100 + i))),
+                range(32),
+            )
+        )
+    assert len(replies) == 32
+    batches = metric_value(registry, "camserve_batch_size_count", labels) - count_before
+    requests = metric_value(registry, "camserve_batch_size_sum", labels) - sum_before
+    assert requests == 32
+    assert requests / batches > 1, "concurrent callers should share batches"
+
+
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize(("model", "first_layer"), [("r18", "conv1"), ("mnv3", "features.0")])
+def test_cache_hit_skips_the_backbone(server: ServerThread, model: str, first_layer: str) -> None:
+    assert server.runtime is not None
+    stem = server.runtime.models[model].primary.module.get_submodule(first_layer)
+    calls = _count_calls(stem)
+    try:
+        client = stub(server.address)
+        image = random_image(len(model) * 31, (64, 64))
+        first = client.Explain(request(model, "gradcam", image, classes=(1,)))
+        assert not first.cache_hit
+        assert calls[0] == 1
+        for method, target in (
+            ("gradcam", 2),
+            ("gradcam++", 1),
+            ("ablationcam", 3),
+            ("eigencam", 0),
+        ):
+            again = client.Explain(request(model, method, image, classes=(target,)))
+            assert again.cache_hit, method
+        assert calls[0] == 1, "a cached activation must not run the layers before it"
+        # Score-CAM runs the model on masked inputs by definition, but not on the image.
+        assert client.Explain(request(model, "scorecam", image, classes=(2,))).cache_hit
+    finally:
+        stem._forward_hooks.clear()
+
+
+def test_cached_answer_equals_the_uncached_one(server: ServerThread) -> None:
+    client = stub(server.address)
+    image = random_image(77, (64, 64))
+    cold = client.Explain(request("r18", "gradcam", image, classes=(4,)))
+    warm = client.Explain(request("r18", "gradcam", image, classes=(4,)))
+    assert not cold.cache_hit and warm.cache_hit
+    assert cold.heatmaps[0].map.data == warm.heatmaps[0].map.data
+    assert [c.index for c in cold.top_classes] == [c.index for c in warm.top_classes]
+
+
+def test_cache_metrics_count_hits_and_misses(server: ServerThread) -> None:
+    assert server.runtime is not None
+    registry = server.runtime.metrics.registry
+    hits = metric_value(registry, "camserve_cache_hits_total", {"tier": "memory"})
+    client = stub(server.address)
+    image = pb.ImageInput(encoded=random_image(78, (64, 64)))
+    client.Explain(pb.ExplainRequest(model="r18", method="layercam", input=image))
+    client.Explain(pb.ExplainRequest(model="r18", method="xgradcam", input=image))
+    assert metric_value(registry, "camserve_cache_hits_total", {"tier": "memory"}) == hits + 1
