@@ -58,7 +58,7 @@ def settings_for(config: Path | None = None, **overrides: Any) -> Settings:
     """Test settings: port 0 on loopback, no metrics endpoint, short batching delay."""
     base = Settings(host="127.0.0.1", port=0, metrics_port=-1, max_delay_ms=20.0)
     if config is not None:
-        table, models = load_config_file(config)
+        _, models = load_config_file(config)
         base = replace(base, models=models)
     return replace(base, **overrides)
 

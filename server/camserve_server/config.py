@@ -168,7 +168,8 @@ def _model_spec(table: Mapping[str, Any], base_dir: Path) -> ModelSpec:
     sources = [k for k in ("arch", "torchscript") if table.get(k)]
     if len(sources) != 1:
         raise InvalidArgument(
-            f"model {table['name']!r} needs exactly one of arch, torchscript; got {sources or 'none'}"
+            f"model {table['name']!r} needs exactly one of arch, torchscript; "
+            f"got {sources or 'none'}"
         )
     values = dict(table)
     for key in ("input_size", "mean", "std"):

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server_harness import ServerThread, settings_for, write_test_config  # noqa: E402
+from server_harness import ServerThread, settings_for, write_test_config
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 import torch
+from redis_server import RedisServer, have_redis_server, redis_for_tests
+
 from camserve_server.runtime.cache import TieredCache, from_url
 from camserve_server.runtime.cache_format import CachedActivation, CacheKey, decode, image_key
-from redis_server import RedisServer, have_redis_server, redis_for_tests
 
 pytestmark = pytest.mark.redis
 

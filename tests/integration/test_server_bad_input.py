@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from rpc_helpers import random_image, request, stub, tensor_input
-from server_harness import ServerThread
 
 from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
+from server_harness import ServerThread
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 

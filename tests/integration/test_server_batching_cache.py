@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from rpc_helpers import metric_value, random_image, request, stub, tensor_input
-from server_harness import ServerThread
 
 from camserve.v1 import explain_pb2 as pb
+from server_harness import ServerThread
 
 
 def test_concurrent_callers_are_batched(server: ServerThread) -> None:

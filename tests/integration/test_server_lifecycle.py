@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rpc_helpers import metric_value, request, stub, tensor_input
+
 from server_harness import ServerThread, settings_for
 
 ONE_MODEL = """
@@ -24,7 +25,7 @@ input_size = [64, 64]
 SLOW = {"steps": 400, "batch_size": 8}  # integrated gradients: long enough to be in flight
 
 
-@pytest.fixture()
+@pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[ServerThread]:
     config = tmp_path / "models.toml"
     config.write_text(ONE_MODEL)

@@ -6,11 +6,11 @@ import grpc
 import numpy as np
 import pytest
 from rpc_helpers import heatmap, random_image, request, stub, tensor_input
-from server_harness import ServerThread
 
 from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
 from camserve_server.methods import METHODS
+from server_harness import ServerThread
 
 LIGHT_OPTIONS = {
     "integrated_gradients": {"steps": 4},

@@ -1,4 +1,4 @@
-"""Redis as the shared cache tier: a warm image is warm on every replica; Redis gone fails nothing."""
+"""Redis as the shared cache tier: warm on every replica; Redis gone fails no request."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from redis_server import RedisServer, have_redis_server
 from rpc_helpers import metric_value, random_image, request, stub
+
 from server_harness import ServerThread, settings_for
 
 pytestmark = pytest.mark.redis
@@ -22,7 +23,7 @@ input_size = [64, 64]
 """
 
 
-@pytest.fixture()
+@pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     if not have_redis_server():
         pytest.skip("needs the redis-server binary on PATH (Redis tests must run in CI)")
@@ -30,7 +31,7 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture()
+@pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "models.toml"
     path.write_text(ONE_MODEL)

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rpc_helpers import request, tensor_input
-from server_harness import ServerThread, settings_for
 
 from camserve.v1 import explain_pb2_grpc
+from server_harness import ServerThread, settings_for
 
 ONE_MODEL = """
 [[models]]

@@ -13,6 +13,7 @@ from typing import NoReturn
 
 import pytest
 import torch
+
 from camserve_server.runtime import cache_format
 from camserve_server.runtime.cache_format import (
     FORMAT_VERSION,

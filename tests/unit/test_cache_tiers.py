@@ -10,6 +10,7 @@ from typing import cast
 import pytest
 import redis
 import torch
+
 from camserve_server.config import Settings
 from camserve_server.runtime.cache import TieredCache, build_cache, cache_key, from_url
 from camserve_server.runtime.cache_breaker import CircuitBreaker

@@ -115,7 +115,9 @@ def test_three_targets_of_one_image_take_exactly_one_forward(
     assert not torch.equal(raw[0], raw[1]), "each target gets its own map"
 
 
-def _backward_calls(module: nn.Module, calls: list[str], name: str) -> torch.utils.hooks.RemovableHandle:
+def _backward_calls(
+    module: nn.Module, calls: list[str], name: str
+) -> torch.utils.hooks.RemovableHandle:
     def hook(_m: nn.Module, _gi: object, _go: object) -> None:
         calls.append(name)
 

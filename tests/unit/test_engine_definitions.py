@@ -31,9 +31,7 @@ def input_gradient(model: ExplainableModel, x: torch.Tensor, target: int) -> tor
     return grad
 
 
-def smoothgrad(
-    model: ExplainableModel, x: torch.Tensor, **options: float
-) -> list[torch.Tensor]:
+def smoothgrad(model: ExplainableModel, x: torch.Tensor, **options: float) -> list[torch.Tensor]:
     result = explain(model, "smoothgrad", x, targets=TARGETS, options=options)
     raws = [s.raw for s in result.samples]
     assert all(raw is not None for raw in raws)

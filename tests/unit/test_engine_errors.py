@@ -146,7 +146,7 @@ def test_a_bad_input_tensor_is_refused(model: ExplainableModel, method: str, cas
 
 @pytest.mark.parametrize("method", ALL)
 def test_unknown_option_names_the_valid_options(model: ExplainableModel, method: str) -> None:
-    with pytest.raises(InvalidArgument, match="unknown option.*no_such_option") as raised:
+    with pytest.raises(InvalidArgument, match=r"unknown option.*no_such_option") as raised:
         call(model, method, options={"no_such_option": 1})
     declared = [option.name for option in METHODS[method].options]
     for name in declared:
@@ -156,9 +156,7 @@ def test_unknown_option_names_the_valid_options(model: ExplainableModel, method:
 
 
 OPTIONS = sorted(
-    (method_id, option.name)
-    for method_id, method in METHODS.items()
-    for option in method.options
+    (method_id, option.name) for method_id, method in METHODS.items() for option in method.options
 )
 
 
@@ -249,4 +247,3 @@ def test_hooks_are_released_when_a_backward_pass_fails(
             call(model, method, targets=[[1, 2], [3]])
     finally:
         handle.remove()
-

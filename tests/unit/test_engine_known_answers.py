@@ -76,7 +76,10 @@ def expected_heatmap(cam: torch.Tensor) -> torch.Tensor:
 def expected_cams(x: torch.Tensor, weights: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     """``sum_k weights[i][t][k] A_k`` for every sample ``i`` and its targets ``t``."""
     a = activation(x)
-    return [torch.stack([torch.einsum("k,khw->hw", w, a[i]) for w in row]) for i, row in enumerate(weights)]
+    return [
+        torch.stack([torch.einsum("k,khw->hw", w, a[i]) for w in row])
+        for i, row in enumerate(weights)
+    ]
 
 
 HW = SIZE * SIZE

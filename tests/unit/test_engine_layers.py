@@ -45,7 +45,7 @@ def test_default_layer_is_found_on_torchvision_architectures(arch: str, expected
 
 def test_a_configured_default_layer_overrides_the_found_one() -> None:
     torch.manual_seed(0)
-    from engine_models import TinyResNet  # noqa: PLC0415 - a fresh module, not the shared one
+    from engine_models import TinyResNet
 
     model = ExplainableModel(TinyResNet(), input_size=(32, 32), default_layer="layer1")
     assert model.default_layer == "layer1"
@@ -76,7 +76,9 @@ def test_cam_refuses_a_model_without_a_gap_linear_head(arch: str) -> None:
     assert leftover_hooks(model.module) == []
 
 
-@pytest.mark.parametrize(("arch", "offered"), [("resnet18", True), ("vgg11_bn", False), ("mobilenet_v3_small", False)])
+@pytest.mark.parametrize(
+    ("arch", "offered"), [("resnet18", True), ("vgg11_bn", False), ("mobilenet_v3_small", False)]
+)
 def test_cam_is_offered_only_where_it_applies(arch: str, offered: bool) -> None:
     """``check_model`` decides which methods the server lists for a model."""
     model = torchvision_model(arch)
@@ -144,8 +146,11 @@ def test_own_default_layers_are_the_first_convolution_and_the_classifier_input(
     x = images(2)
     embedding = explain(tiny, "embedding", x)
     assert embedding.layer == "fc:input"
-    pooled = tiny.module.avgpool(tiny.module.layer2(tiny.module.layer1(
-        tiny.module.relu(tiny.module.bn1(tiny.module.conv1(x)))))).flatten(1)
+    pooled = tiny.module.avgpool(
+        tiny.module.layer2(
+            tiny.module.layer1(tiny.module.relu(tiny.module.bn1(tiny.module.conv1(x))))
+        )
+    ).flatten(1)
     for i, sample in enumerate(embedding.samples):
         assert sample.raw is not None
         assert_close(sample.raw, pooled[i], atol=1e-6)

@@ -57,8 +57,8 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
         raise InvalidArgument(f"could not decode image: {exc}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidArgument(f"image has too many pixels: {exc}") from None
-    image = ImageOps.exif_transpose(image) or image
-    return to_rgb(image)
+    upright: Image.Image = ImageOps.exif_transpose(image) or image
+    return to_rgb(upright)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

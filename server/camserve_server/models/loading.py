@@ -105,7 +105,9 @@ def supported_methods(model: ExplainableModel) -> tuple[str, ...]:
 
 def _build_module(spec: ModelSpec) -> nn.Module:
     if spec.torchscript:
-        module: nn.Module = torch.jit.load(str(spec.path(spec.torchscript)), map_location="cpu")
+        module: nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(spec.path(spec.torchscript)), map_location="cpu"
+        )
         return module
     assert spec.arch is not None
     torch.manual_seed(0)  # no weights: the same random model in every replica and process

@@ -10,6 +10,7 @@ is bounded: past ``queue_size`` a request is refused at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -113,10 +114,8 @@ class Batcher:
                 oldest = min(queue[0].enqueued for queue in self._groups.values())
                 timeout = max(0.0, oldest + self.max_delay_s - now)
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                pass
 
     def _take(self, key: GroupKey) -> list[WorkItem]:
         queue = self._groups[key]
