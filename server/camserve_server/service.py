@@ -7,7 +7,6 @@ queue for a device worker, and shape the answer.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +18,18 @@ import torch
 
 from .config import Settings
 from .errors import InvalidArgument, NotFound, choices
-from .methods import METHODS, CachedLayer, TargetRequest, get_method
+from .methods import METHODS, CachedLayer, Method, TargetRequest, get_method
 from .methods.activations import conv_weights
 from .methods.base import validate_targets
 from .methods.options import parse_options
-from .models.imaging import Placement, convert_heatmap, decode_image, place_heatmap, validate_tensor
+from .models.imaging import (
+    Placement,
+    convert_heatmap,
+    decode_image,
+    image_size,
+    place_heatmap,
+    validate_tensor,
+)
 from .models.loading import LoadedModel
 from .runtime.batcher import Batcher, GroupKey, WorkItem
 from .runtime.cache import CachedActivation, TieredCache, cache_key, image_key
@@ -93,7 +99,6 @@ class ExplainAnswer:
 class _Prepared:
     x: torch.Tensor
     placement: Placement | None
-    key: str
     decode_s: float
 
 
@@ -132,7 +137,10 @@ class ExplainService:
             ) from None
 
     async def explain(self, query: ExplainQuery) -> ExplainAnswer:
-        """Validate, decode off the event loop, consult the cache, queue, and shape the answer."""
+        """Validate, consult the cache, decode off the event loop if needed, queue, answer.
+
+        A cache hit for a method that needs no pixels reads only the image header.
+        """
         started = time.perf_counter()
         loaded = self.model(query.model)
         method = get_method(query.method)
@@ -153,40 +161,42 @@ class ExplainService:
             layer = loaded.primary.resolve_layer(query.layer)
 
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self._pool, self._prepare, loaded, query.source)
-        cached: CachedLayer | None = None
-        key: str | None = None
-        if method.caches_layer and layer is not None:
-            key = cache_key(
-                loaded.name,
-                loaded.weights_digest,
-                self._preprocess_id(loaded, prepared),
-                layer,
-                prepared.key,
+        with self.batcher.arriving():
+            cached: CachedLayer | None = None
+            key: str | None = None
+            prepared: _Prepared | None = None
+            if method.caches_layer and layer is not None:
+                key = await loop.run_in_executor(self._pool, self._key, loaded, layer, query.source)
+                value, _ = await loop.run_in_executor(self._pool, self.cache.get, key)
+                if value is not None:
+                    cached = CachedLayer(value.activation, value.logits)
+                    prepared = await loop.run_in_executor(
+                        self._pool, self._prepare_hit, loaded, method, layer, query.source
+                    )
+            if prepared is None:
+                prepared = await loop.run_in_executor(
+                    self._pool, self._prepare, loaded, query.source
+                )
+            group = GroupKey(
+                model=loaded.name,
+                method=method.id,
+                layer=layer,
+                options=tuple(sorted((k, _hashable(v)) for k, v in options.items())),
+                shape=tuple(prepared.x.shape),
             )
-            value, _ = await loop.run_in_executor(self._pool, self.cache.get, key)
-            if value is not None:
-                cached = CachedLayer(value.activation, value.logits)
-
-        group = GroupKey(
-            model=loaded.name,
-            method=method.id,
-            layer=layer,
-            options=tuple(sorted((k, _hashable(v)) for k, v in options.items())),
-            shape=tuple(prepared.x.shape),
-        )
-        future: asyncio.Future[ItemResult] = loop.create_future()
-        item = WorkItem(
-            group=group,
-            x=prepared.x,
-            target=target,
-            future=future,
-            cached=cached,
-            cache_key=key,
-            want_raw=query.return_raw,
-            deadline=query.deadline,
-        )
-        self.batcher.submit(item)
+            future: asyncio.Future[ItemResult] = loop.create_future()
+            self.batcher.submit(
+                WorkItem(
+                    group=group,
+                    x=prepared.x,
+                    target=target,
+                    future=future,
+                    cached=cached,
+                    cache_key=key,
+                    want_raw=query.return_raw,
+                    deadline=query.deadline,
+                )
+            )
         try:
             result = await future
         except asyncio.CancelledError:
@@ -211,29 +221,46 @@ class ExplainService:
         name, weights = conv_weights(loaded.primary, layer or None)
         return name, weights.detach().float().cpu().numpy()
 
+    @staticmethod
+    def _key(loaded: LoadedModel, layer: str, source: ImageSource) -> str:
+        """The cache key: model, weights, preprocessing, layer and a hash of the input bytes."""
+        if source.encoded is not None:
+            image_hash, preprocess = image_key(source.encoded), loaded.preprocess.digest()
+        elif source.tensor is not None:
+            array = np.ascontiguousarray(source.tensor)
+            shape = str((array.dtype.str, array.shape)).encode()
+            image_hash, preprocess = image_key(array.tobytes() + shape), "tensor"
+        else:
+            raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
+        return cache_key(loaded.name, loaded.weights_digest, preprocess, layer, image_hash)
+
     def _prepare(self, loaded: LoadedModel, source: ImageSource) -> _Prepared:
+        """Decode and preprocess (or validate a tensor): the full path of a cache miss."""
         started = time.perf_counter()
+        placement: Placement | None = None
         if source.encoded is not None:
             image = decode_image(source.encoded, max_pixels=self.settings.max_image_pixels)
             x, placement = loaded.preprocess(image)
-            key = image_key(source.encoded)
         elif source.tensor is not None:
             x = validate_tensor(source.tensor)
-            placement = None
-            key = (
-                "t"
-                + hashlib.sha256(
-                    np.ascontiguousarray(source.tensor, dtype=np.float32).tobytes()
-                    + str(tuple(source.tensor.shape)).encode()
-                ).hexdigest()
-            )
         else:
             raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
-        return _Prepared(x=x, placement=placement, key=key, decode_s=time.perf_counter() - started)
+        return _Prepared(x=x, placement=placement, decode_s=time.perf_counter() - started)
 
-    @staticmethod
-    def _preprocess_id(loaded: LoadedModel, prepared: _Prepared) -> str:
-        return "tensor" if prepared.placement is None else loaded.preprocess.digest()
+    def _prepare_hit(
+        self, loaded: LoadedModel, method: Method, layer: str, source: ImageSource
+    ) -> _Prepared | None:
+        """For a cache hit that needs no pixels, read only the image header: no decode."""
+        if source.encoded is None or method.pixels_on_cache_hit:
+            return None
+        if method.runs_head_on_cache_hit and loaded.primary.head(layer) is None:
+            return None  # the fallback substitutes the activation in a full forward
+        started = time.perf_counter()
+        size = image_size(source.encoded, max_pixels=self.settings.max_image_pixels)
+        x = torch.zeros(3, *loaded.primary.input_size)  # never read: the activation is cached
+        return _Prepared(
+            x=x, placement=loaded.preprocess.placement(size), decode_s=time.perf_counter() - started
+        )
 
     def _shape_answer(
         self, loaded: LoadedModel, query: ExplainQuery, prepared: _Prepared, result: ItemResult

@@ -126,7 +126,7 @@ def to_response(request_id: str, answer: ExplainAnswer) -> pb.ExplainResponse:
     )
 
 
-class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
+class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[misc,unused-ignore]
     """The RPC surface of ``ExplainService``."""
 
     def __init__(self, service: ExplainService, metrics: Metrics) -> None:

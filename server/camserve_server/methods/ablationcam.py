@@ -19,6 +19,7 @@ class AblationCam(CamMethod):
 
     id = "ablationcam"
     heavy = True
+    runs_head_on_cache_hit = True
     needs_gradients = False
     description = "Each channel weighted by the relative drop of the class score when it is zeroed."
     reference = "Desai & Ramaswamy 2020; pytorch-grad-cam AblationCAM at post-ReLU layers"

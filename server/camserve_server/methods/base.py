@@ -93,6 +93,10 @@ class Method(ABC):
     needs_gradients: ClassVar[bool] = True
     caches_layer: ClassVar[bool] = False  # reads the layer's activation, so a cached one serves it
     heavy: ClassVar[bool] = False  # many passes per image: batched in small groups by the server
+    # With a cached activation: whether the input pixels are still needed (Score-CAM masks
+    # them), and whether the head after the layer runs (else nothing runs at all).
+    pixels_on_cache_hit: ClassVar[bool] = False
+    runs_head_on_cache_hit: ClassVar[bool] = False
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     variant: ClassVar[str] = ""

@@ -23,6 +23,10 @@ class CamMethod(Method):
     uses_layer = True
     caches_layer = True
 
+    @property
+    def runs_head_on_cache_hit(self) -> bool:  # type: ignore[override]
+        return self.needs_gradients
+
     def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """Per-row channel weights ``(M, K)`` from activations and gradients ``(M, K, h, w)``."""
         raise NotImplementedError

@@ -18,6 +18,7 @@ class ScoreCam(CamMethod):
 
     id = "scorecam"
     heavy = True
+    pixels_on_cache_hit = True
     needs_gradients = False
     description = "Each channel weighted by the softmaxed class score of the input it masks."
     reference = "Wang et al. 2020; pytorch-grad-cam ScoreCAM"

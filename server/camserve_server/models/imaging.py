@@ -13,8 +13,9 @@ import hashlib
 import io
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -25,40 +26,68 @@ from ..errors import InvalidArgument
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 MIN_SIDE, MAX_SIDE = 8, 4096
+T = TypeVar("T")
 HeatmapDtype = Literal["float32", "float16", "uint8"]
 
 
-def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
-    """Decode encoded bytes into an upright RGB image, or raise ``InvalidArgument``."""
+_SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (not decode) an image: format and pixel count checked from the header."""
     if not data:
         raise InvalidArgument("the image bytes are empty")
+    image = Image.open(io.BytesIO(data))
+    if image.format not in ACCEPTED_FORMATS:
+        raise InvalidArgument(
+            f"unsupported image format {image.format}; accepted: {', '.join(ACCEPTED_FORMATS)}"
+        )
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidArgument(
+            f"image of {width}x{height} = {width * height} pixels exceeds the limit of "
+            f"{max_pixels} pixels"
+        )
+    return image
+
+
+def _guarded(action: Callable[[], T]) -> T:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=None)
-            image_format = image.format
-            if image_format not in ACCEPTED_FORMATS:
-                raise InvalidArgument(
-                    f"unsupported image format {image_format}; accepted: "
-                    f"{', '.join(ACCEPTED_FORMATS)}"
-                )
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InvalidArgument(
-                    f"image of {width}x{height} = {width * height} pixels exceeds the limit of "
-                    f"{max_pixels} pixels"
-                )
-            if image_format == "GIF":
-                image.seek(0)
-            image.load()
+            return action()
     except InvalidArgument:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidArgument(f"could not decode image: {exc}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidArgument(f"image has too many pixels: {exc}") from None
-    upright: Image.Image = ImageOps.exif_transpose(image) or image
-    return to_rgb(upright)
+
+
+def image_size(data: bytes, *, max_pixels: int = 40_000_000) -> tuple[int, int]:
+    """The upright (height, width) of an encoded image, read from its header alone."""
+
+    def read() -> tuple[int, int]:
+        image = _open(data, max_pixels)
+        width, height = image.size
+        orientation = image.getexif().get(0x0112, 1)
+        return (width, height) if orientation in _SWAPS_SIDES else (height, width)
+
+    return _guarded(read)
+
+
+def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
+    """Decode encoded bytes into an upright RGB image, or raise ``InvalidArgument``."""
+
+    def read() -> Image.Image:
+        image = _open(data, max_pixels)
+        if image.format == "GIF":
+            image.seek(0)
+        image.load()
+        upright: Image.Image = ImageOps.exif_transpose(image) or image
+        return to_rgb(upright)
+
+    return _guarded(read)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -106,28 +135,38 @@ class Preprocess:
         )  # fmt: skip
         return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
+    def _resized_shape(self, height: int, width: int) -> tuple[int, int]:
+        out_h, out_w = self.input_size
+        if self.resize_mode != "resize_crop":
+            return out_h, out_w
+        shorter = self.resize_size or round(min(out_h, out_w) / 0.875)
+        scale = shorter / min(height, width)
+        return max(out_h, round(height * scale)), max(out_w, round(width * scale))
+
+    def placement(self, size: tuple[int, int]) -> Placement:
+        """Where the model's input sits in an upright image of ``size`` (height, width)."""
+        height, width = size
+        new_h, new_w = self._resized_shape(height, width)
+        out_h, out_w = self.input_size
+        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+        crop = (top / new_h * height, left / new_w * width, out_h / new_h * height,
+                out_w / new_w * width)  # fmt: skip
+        return Placement(original_size=(height, width), crop=crop)
+
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, Placement]:
         """The normalised float32 tensor ``(3, H, W)`` and where it sits in ``image``."""
         width, height = image.size
         pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())
         x = pixels.permute(2, 0, 1)[None].float() / 255.0
         out_h, out_w = self.input_size
-        if self.resize_mode == "resize_crop":
-            shorter = self.resize_size or round(min(out_h, out_w) / 0.875)
-            scale = shorter / min(height, width)
-            new_h, new_w = max(out_h, round(height * scale)), max(out_w, round(width * scale))
-            x = _resize(x, (new_h, new_w))
-            top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
-            x = x[:, :, top : top + out_h, left : left + out_w]
-            crop = (top / new_h * height, left / new_w * width, out_h / new_h * height,
-                    out_w / new_w * width)  # fmt: skip
-        else:
-            x = _resize(x, (out_h, out_w))
-            crop = (0.0, 0.0, float(height), float(width))
+        new_h, new_w = self._resized_shape(height, width)
+        x = _resize(x, (new_h, new_w))
+        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+        x = x[:, :, top : top + out_h, left : left + out_w]
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         x = ((x - mean) / std)[0].contiguous()
-        return x, Placement(original_size=(height, width), crop=crop)
+        return x, self.placement((height, width))
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

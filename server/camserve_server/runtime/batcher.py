@@ -5,6 +5,10 @@ layer, options and input size). A group flushes when it holds
 ``max_batch_size`` requests or its oldest one has waited ``max_delay``; the
 worker that asks next gets the ready group with the oldest request. The queue
 is bounded: past ``queue_size`` a request is refused at once.
+
+A group also flushes at once when no other request is on its way (none is
+being decoded): waiting would only add latency, so a lone caller never pays
+``max_delay``, while concurrent callers still share batches.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +75,7 @@ class Batcher:
         self._on_depth = on_depth or (lambda _d: None)
         self._groups: dict[GroupKey, deque[WorkItem]] = {}
         self._depth = 0
+        self._arriving = 0
         self._changed = asyncio.Event()
         self._closed = False
 
@@ -87,6 +92,17 @@ class Batcher:
         self._set_depth(self._depth + 1)
         self._changed.set()
 
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request as on its way (being decoded) so batches wait for it."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            if self._arriving == 0:
+                self._changed.set()
+
     def close(self) -> None:
         """Wake waiting workers so they can stop."""
         self._closed = True
@@ -102,6 +118,7 @@ class Batcher:
                 for key, queue in self._groups.items()
                 if len(queue) >= self._limit(key)
                 or now - queue[0].enqueued >= self.max_delay_s
+                or self._arriving == 0
                 or self._closed
             ]
             if ready:
