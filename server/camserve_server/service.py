@@ -253,8 +253,8 @@ class ExplainService:
         """For a cache hit that needs no pixels, read only the image header: no decode."""
         if source.encoded is None or method.pixels_on_cache_hit:
             return None
-        if method.runs_head_on_cache_hit and loaded.primary.head(layer) is None:
-            return None  # the fallback substitutes the activation in a full forward
+        if method.runs_head_on_cache_hit and not loaded.primary.known_head(layer):
+            return None  # no head (yet): the fallback substitutes the activation in a full forward
         started = time.perf_counter()
         size = image_size(source.encoded, max_pixels=self.settings.max_image_pixels)
         x = torch.zeros(3, *loaded.primary.input_size)  # never read: the activation is cached

@@ -50,6 +50,7 @@ def test_a_cancelled_request_is_dropped_and_the_server_stays_up(own_server: Serv
     blocker = client.Explain.future(
         request("r18", "integrated_gradients", tensor_input(1), options=SLOW)
     )
+    time.sleep(0.3)  # the blocker now occupies the only worker
     queued = client.Explain.future(
         request("r18", "integrated_gradients", tensor_input(2), options=SLOW)
     )

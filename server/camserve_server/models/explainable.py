@@ -60,6 +60,14 @@ class ExplainableModel:
             self.default_layer = self.resolve_layer(default_layer or self.structure.default_layer)
         self._heads: dict[str, fx.GraphModule | None] = {}
         self._heads_lock = threading.Lock()
+        if layer_access:
+            self.head(self.default_layer)  # split once at load, while nothing else runs
+
+    def known_head(self, layer: str) -> bool | None:
+        """Whether ``layer`` has a head, if already worked out (None: not yet); never builds."""
+        if layer not in self._heads:
+            return None
+        return self._heads[layer] is not None
 
     @property
     def layers(self) -> list[str]:
@@ -74,9 +82,11 @@ class ExplainableModel:
         if not layer:
             return self.default_layer
         if layer not in self.structure.layers:
+            spatial = self.structure.spatial_layers()
+            outermost_first = sorted(spatial, key=lambda name: (name.count("."), spatial.index(name)))
             raise InvalidArgument(
-                f"unknown layer {layer!r} for model {self.name!r}; "
-                f"valid layers: {choices(self.structure.spatial_layers())}"
+                f"unknown layer {layer!r} for model {self.name!r} (default {self.default_layer!r}); "
+                f"valid layers: {choices(outermost_first)}"
             )
         return layer
 

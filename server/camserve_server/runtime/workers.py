@@ -160,9 +160,10 @@ class DeviceWorker:
     @staticmethod
     def _unpack(result: BatchResult, items: list[WorkItem]) -> list[ItemResult]:
         outcomes = []
+        values_only = not get_method(result.method).uses_targets
         for item, sample in zip(items, result.samples, strict=True):
             heat = sample.heatmaps.detach().float().cpu() if sample.heatmaps is not None else None
-            keep_raw = item.want_raw or sample.heatmaps is None
+            keep_raw = item.want_raw or values_only
             raw = sample.raw.detach().float().cpu() if keep_raw and sample.raw is not None else None
             outcomes.append(
                 ItemResult(

@@ -1,0 +1,61 @@
+"""Feature vectors (N, D) projected to 2-D: PCA always, t-SNE with scikit-learn."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import numpy.typing as npt
+
+PLOTS_EXTRA_HINT = "install the plots extra: pip install 'camserve[plots]'"
+
+
+def _features(features: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    values = np.asarray(features, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"features must be a 2-D (N, D) array, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("features must be finite")
+    return values
+
+
+def pca_2d(features: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The (N, 2) projection of centred features onto their first two principal axes.
+
+    Each axis's sign is fixed so that its largest-magnitude loading is positive, so
+    the result does not depend on the SVD routine. Missing axes (N or D < 2) are 0.
+    """
+    values = _features(features)
+    result = np.zeros((values.shape[0], 2))
+    if values.shape[0] < 2 or values.shape[1] == 0:
+        return result
+    centred = values - values.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2]
+    peak = np.argmax(np.abs(axes), axis=1)
+    signs = np.sign(axes[np.arange(axes.shape[0]), peak])
+    axes = axes * np.where(signs == 0, 1.0, signs)[:, None]
+    result[:, : axes.shape[0]] = centred @ axes.T
+    return result
+
+
+def tsne_2d(
+    features: npt.ArrayLike, seed: int = 0, *, perplexity: float | None = None
+) -> npt.NDArray[np.float64]:
+    """A (N, 2) t-SNE embedding (scikit-learn, PCA initialisation, seeded).
+
+    ``perplexity`` defaults to ``min(30, (N - 1) / 3)`` (at least 1). Raises
+    ImportError where scikit-learn is not installed.
+    """
+    try:
+        manifold = importlib.import_module("sklearn.manifold")
+    except ImportError as exc:
+        raise ImportError(f"t-SNE needs scikit-learn; {PLOTS_EXTRA_HINT}") from exc
+    values = _features(features)
+    count = values.shape[0]
+    if count < 2:
+        return np.zeros((count, 2))
+    if perplexity is None:
+        perplexity = max(1.0, min(30.0, (count - 1) / 3.0))
+    model = manifold.TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    return np.asarray(model.fit_transform(values), dtype=np.float64)
