@@ -36,8 +36,9 @@ def method_grid(
 ) -> Image.Image:
     """The image, then its overlay for each method, side by side, each named underneath.
 
-    Every panel is ``cell`` pixels square (the image fitted inside, centred), panels
-    ``padding`` pixels apart; the width is ``n * cell + (n + 1) * padding`` for n panels.
+    Every panel is the image scaled so that its longer side is ``cell`` pixels, the
+    panels ``padding`` pixels apart: for a square image and n panels the width is
+    ``n * cell + (n + 1) * padding``.
     """
     if cell < 1 or padding < 0:
         raise ValueError("cell must be positive and padding non-negative")
@@ -50,18 +51,18 @@ def method_grid(
     title_face = font(max(12, cell // 12))
     title_h = line_height(title_face) + padding if title else 0
 
-    width = len(panels) * cell + (len(panels) + 1) * padding
-    height = padding + title_h + cell + label_h + padding
+    width = len(panels) * base.width + (len(panels) + 1) * padding
+    height = padding + title_h + base.height + label_h + padding
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     if title:
         draw_centered(draw, width / 2, padding, fit_text(title, title_face, width), title_face)
     top = padding + title_h
     for i, (name, panel) in enumerate(panels):
-        left = padding + i * (cell + padding)
-        canvas.paste(panel, (left + (cell - panel.width) // 2, top + (cell - panel.height) // 2))
-        label = fit_text(name, label_face, cell)
-        draw_centered(draw, left + cell / 2, top + cell + 3, label, label_face)
+        left = padding + i * (base.width + padding)
+        canvas.paste(panel, (left, top))
+        label = fit_text(name, label_face, base.width + padding)
+        draw_centered(draw, left + base.width / 2, top + base.height + 3, label, label_face)
     return canvas
 
 
