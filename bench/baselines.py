@@ -1,0 +1,102 @@
+"""Baselines measured in the same run, on the same device and model.
+
+1. the model's own throughput: batched forward under ``inference_mode``, and
+   forward + input backward (the physical limit for this runtime);
+2. pytorch-grad-cam, one request at a time, as a simple Python service uses it;
+3. Captum ``Occlusion`` (``perturbations_per_eval=1``) and ``IntegratedGradients``
+   with their defaults.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from camserve_server.models.imaging import Preprocess, decode_image
+
+
+def _rate(run: Callable[[], None], items: int, repeats: int) -> float:
+    run()  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return items * repeats / (time.perf_counter() - started)
+
+
+def forward_throughput(model: nn.Module, batch: int, size: int, repeats: int = 3) -> float:
+    """Images per second of a batched forward pass in ``inference_mode``."""
+    x = torch.randn(batch, 3, size, size)
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return _rate(run, batch, repeats)
+
+
+def forward_backward_throughput(model: nn.Module, batch: int, size: int, repeats: int = 3) -> float:
+    """Images per second of forward + backward to the input (no parameter gradients)."""
+    x = torch.randn(batch, 3, size, size)
+
+    def run() -> None:
+        leaf = x.clone().requires_grad_(True)
+        model(leaf).max(dim=1).values.sum().backward()
+
+    return _rate(run, batch, repeats)
+
+
+def pytorch_grad_cam_rate(
+    model: nn.Module, layer: nn.Module, images: Sequence[bytes], preprocess: Preprocess
+) -> float:
+    """Requests per second of pytorch-grad-cam, one decoded image at a time."""
+    from pytorch_grad_cam import GradCAM
+
+    cam = GradCAM(model=model, target_layers=[layer])
+
+    def one(data: bytes) -> None:
+        x, _ = preprocess(decode_image(data))
+        cam(input_tensor=x[None], targets=None)
+
+    one(images[0])
+    started = time.perf_counter()
+    for data in images:
+        one(data)
+    return len(images) / (time.perf_counter() - started)
+
+
+def captum_occlusion_seconds(
+    model: nn.Module, inputs: Sequence[torch.Tensor], window: int, stride: int
+) -> float:
+    """Seconds per image of Captum ``Occlusion`` with one perturbation per pass."""
+    from captum.attr import Occlusion
+
+    occlusion = Occlusion(model)
+    started = time.perf_counter()
+    for x in inputs:
+        with torch.no_grad():
+            target = int(model(x[None]).argmax())
+        occlusion.attribute(
+            x[None],
+            sliding_window_shapes=(3, window, window),
+            strides=(3, stride, stride),
+            baselines=0.0,
+            target=target,
+            perturbations_per_eval=1,
+        )
+    return (time.perf_counter() - started) / len(inputs)
+
+
+def captum_integrated_gradients_seconds(model: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
+    """Seconds per image of Captum ``IntegratedGradients`` with its defaults."""
+    from captum.attr import IntegratedGradients
+
+    ig = IntegratedGradients(model)
+    started = time.perf_counter()
+    for x in inputs:
+        with torch.no_grad():
+            target = int(model(x[None]).argmax())
+        ig.attribute(x[None], target=target)
+    return (time.perf_counter() - started) / len(inputs)
