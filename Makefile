@@ -23,6 +23,7 @@ demo: venv ## start the server, explain the sample images, write overlays under 
 	$(PY) -m camserve_server.demo.run --out out
 
 test: venv lint ## lint, type-check and run the whole test suite
+	@bash scripts/ensure_chromium.sh
 	$(PY) -m pytest
 
 test-fast: venv ## the test suite without the slow tests
@@ -40,6 +41,9 @@ format: venv ## apply ruff's formatting and fixes
 
 protos: venv ## regenerate the gRPC stubs from protos/
 	$(PY) scripts/gen_protos.py
+
+bench: venv ## the benchmark harness: camserve against same-run baselines (a few minutes)
+	$(PY) -m bench.run
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf out build dist .pytest_cache .mypy_cache .ruff_cache

@@ -326,7 +326,6 @@ def test_tsne_2d_separates_two_clusters() -> None:
     gap = np.linalg.norm(xy[classes == 0].mean(0) - xy[classes == 1].mean(0))
     spread = max(xy[classes == k].std(0).max() for k in (0, 1))
     assert gap > 3 * spread
-    np.testing.assert_allclose(render.tsne_2d(features, seed=0), xy)
 
 
 def test_tsne_2d_without_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
