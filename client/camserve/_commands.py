@@ -76,6 +76,14 @@ def resolve_model(
     return info
 
 
+def check_colormap(name: str) -> None:
+    """Refuse an unknown colormap before any work is done."""
+    from camserve.render import COLORMAP_NAMES
+
+    if name not in COLORMAP_NAMES:
+        raise CommandError(f"unknown colormap {name!r}; choices: {', '.join(COLORMAP_NAMES)}")
+
+
 def _unique_path(folder: Path, stem: str, used: set[Path]) -> Path:
     path, n = folder / f"{stem}.png", 1
     while path in used:
@@ -93,6 +101,7 @@ def explain(args: argparse.Namespace, client: ExplainClient) -> int:
     """One overlay PNG per image in ``--out``."""
     from camserve.render import overlay
 
+    check_colormap(args.colormap)
     info = resolve_model(client, args.model, [args.method])
     paths = collect_images(args.images)
     out = Path(args.out)
@@ -137,6 +146,7 @@ def report(args: argparse.Namespace, client: ExplainClient) -> int:
     """A self-contained HTML report: each image with its predictions and one overlay per method."""
     from camserve.render import ReportEntry, html_report, overlay
 
+    check_colormap(args.colormap)
     methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
     if not methods:
         raise CommandError("--methods names no method")
@@ -280,6 +290,7 @@ def health(args: argparse.Namespace, client: ExplainClient) -> int:
 
 __all__ = [
     "CommandError",
+    "check_colormap",
     "collect_images",
     "embed",
     "explain",

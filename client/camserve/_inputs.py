@@ -28,8 +28,12 @@ ImageInput: TypeAlias = (
     "str | os.PathLike[str] | bytes | bytearray | memoryview | PILImage.Image | npt.NDArray[Any]"
 )
 """A file path, encoded bytes, a PIL image, or a uint8 ``(H, W, 3)`` array."""
-OptionValue: TypeAlias = "bool | int | float | str | Sequence[float]"
+OptionValue: TypeAlias = (
+    "bool | int | float | str | Sequence[float] | np.generic | npt.NDArray[Any]"
+)
 """A method option's value: a flag, a number, a string, or a list of numbers."""
+OptionDefault: TypeAlias = "bool | int | float | str | list[int | float]"
+"""An option's default as the server lists it (whole numbers as ``int``)."""
 
 HEATMAP_DTYPES: Final[dict[str, pb.DType.ValueType]] = {
     "float32": pb.DTYPE_FLOAT32,
@@ -153,7 +157,7 @@ def _finite(name: str, value: Any) -> float:
     return number
 
 
-def option_from_proto(value: pb.OptionValue) -> OptionValue | None:
+def option_from_proto(value: pb.OptionValue) -> OptionDefault | None:
     """An ``OptionValue`` as a Python value (integers as ``int``); None when unset."""
     kind = value.WhichOneof("kind")
     if kind == "number":
@@ -320,6 +324,7 @@ def filters_request(model: str, layer: str | None = None) -> pb.FiltersRequest:
 __all__ = [
     "HEATMAP_DTYPES",
     "ImageInput",
+    "OptionDefault",
     "OptionValue",
     "activations_request",
     "batch_item",

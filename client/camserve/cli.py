@@ -49,13 +49,25 @@ def _count(text: str) -> int:
     return value
 
 
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1]: {text!r}")
+    return value
+
+
 def _connection_options(*, top: bool) -> argparse.ArgumentParser:
     """Connection options; the same flags work before and after the command name."""
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("connection")
     default = None if top else argparse.SUPPRESS
-    group.add_argument("--server", default=default, help="host:port of the server")
-    group.add_argument("--token", default=default, help="bearer token")
+    group.add_argument(
+        "--server", default=default, help="host:port (default $CAMSERVE_SERVER or localhost:50051)"
+    )
+    group.add_argument("--token", default=default, help="bearer token (default $CAMSERVE_TOKEN)")
     group.add_argument("--tls", action="store_true", default=default, help="connect over TLS")
     group.add_argument("--root-cert", default=default, help="PEM file of trusted roots (TLS)")
     group.add_argument("--cert", default=default, help="PEM client certificate (mTLS)")
@@ -83,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--model", help="model name (default: the server's first model)")
-        sub.add_argument("--concurrency", type=_count, default=8, help="requests in flight")
+        sub.add_argument(
+            "--concurrency", type=_count, default=8, help="requests in flight (default 8)"
+        )
         sub.add_argument("--colormap", default="jet", help="heatmap colormap (default jet)")
 
     sub = command("explain", _commands.explain, "write one heatmap overlay PNG per image")
@@ -92,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--method", default="gradcam", help="explanation method (default gradcam)")
     sub.add_argument("--target", type=int, help="class to explain (default: the top class)")
     sub.add_argument("--layer", help="layer to read (default: the model's)")
-    sub.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    sub.add_argument("--alpha", type=_unit, default=0.5, help="overlay opacity (default 0.5)")
     model_options(sub)
 
     sub = command("report", _commands.report, "write an HTML report comparing methods")

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from camserve import tensors
-from camserve._inputs import HEATMAP_DTYPES, OptionValue, option_from_proto
+from camserve._inputs import HEATMAP_DTYPES, OptionDefault, option_from_proto
 from camserve.errors import InternalError
 from camserve.v1 import explain_pb2 as pb
 
@@ -236,7 +236,7 @@ class MethodInfo:
     uses_targets: bool
     description: str = ""
     reference: str = ""
-    options: Mapping[str, OptionValue | None] = field(default_factory=dict)
+    options: Mapping[str, OptionDefault | None] = field(default_factory=dict)
     option_help: Mapping[str, str] = field(default_factory=dict)
 
 

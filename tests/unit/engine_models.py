@@ -93,6 +93,12 @@ def tiny_resnet() -> ExplainableModel:
     return ExplainableModel(module, input_size=(TINY_SIZE, TINY_SIZE), name="tiny_resnet")
 
 
+def tiny_net(model: ExplainableModel) -> TinyResNet:
+    """The ``TinyResNet`` inside an ``ExplainableModel`` built by ``tiny_resnet``."""
+    assert isinstance(model.module, TinyResNet)
+    return model.module
+
+
 def images(n: int, size: int = TINY_SIZE, seed: int = 0) -> torch.Tensor:
     """A seeded batch ``(n, 3, size, size)`` of normalised-looking inputs."""
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
@@ -121,9 +127,10 @@ class LinearCamNet(nn.Module):
         self.fc = nn.Linear(channels, fc_weight.shape[0])
         with torch.no_grad():
             self.conv.weight.copy_(conv_weight.view(channels, 3, 1, 1))
-            self.conv.bias.copy_(conv_bias)
             self.fc.weight.copy_(fc_weight)
-            self.fc.bias.copy_(fc_bias)
+            for bias, value in ((self.conv.bias, conv_bias), (self.fc.bias, fc_bias)):
+                assert bias is not None
+                bias.copy_(value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.fc(torch.flatten(self.pool(self.conv(x)), 1))

@@ -15,6 +15,7 @@ from engine_models import (
     images,
     leftover_hooks,
     rows_through,
+    tiny_net,
     tiny_resnet,
 )
 from torch import nn
@@ -95,9 +96,9 @@ def test_uneven_target_lists_in_one_batch_equal_each_sample_alone(
 @pytest.mark.parametrize("method", sorted(m for m, v in METHODS.items() if v.uses_targets))
 def test_more_targets_never_mean_more_forward_passes(model: ExplainableModel, method: str) -> None:
     x = images(2, seed=2)
-    with rows_through(model.module.conv1) as one_target:
+    with rows_through(tiny_net(model).conv1) as one_target:
         run(model, method, x, [[1], [2]])
-    with rows_through(model.module.conv1) as three_targets:
+    with rows_through(tiny_net(model).conv1) as three_targets:
         run(model, method, x, [[1, 2, 3], [4, 5, 6]])
     assert sum(three_targets) == sum(one_target)
     assert len(three_targets) == len(one_target)
@@ -136,7 +137,7 @@ def test_backward_stops_at_the_layer_and_never_touches_parameters(
     Saliency is the control: its backward must reach the same block, which shows the
     hook would notice a CAM backward that went too far.
     """
-    net = model.module
+    net = tiny_net(model)
     calls: list[str] = []
     handle = _backward_calls(net.layer1, calls, "layer1")
     x = images(2, seed=3)

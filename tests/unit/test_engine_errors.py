@@ -223,12 +223,12 @@ def test_hooks_are_released_when_the_model_fails_mid_run(
     """Fail the classifier's last layer on its first, middle and last call of a normal run."""
     targets = [[1, 2], [3]]
     call(model, method, targets=targets)  # builds what is built once (the head after a layer)
-    with failing_forward(model.module.fc, at_call=0) as counted:
+    with failing_forward(model.submodule("fc"), at_call=0) as counted:
         call(model, method, targets=targets)
     total = counted[0]
     assert total >= 1
     for at_call in sorted({1, (total + 1) // 2, total}):
-        with pytest.raises(Boom), failing_forward(model.module.fc, at_call):
+        with pytest.raises(Boom), failing_forward(model.submodule("fc"), at_call):
             call(model, method, targets=targets)
         assert leftover_hooks(model.module) == [], (method, at_call)
     call(model, method, targets=targets)  # and the model still works afterwards
@@ -241,7 +241,7 @@ def test_hooks_are_released_when_a_backward_pass_fails(
     def hook(_m: nn.Module, _grad_in: object, _grad_out: object) -> None:
         raise Boom("backward")
 
-    handle = model.module.fc.register_full_backward_hook(hook)
+    handle = model.submodule("fc").register_full_backward_hook(hook)
     try:
         with pytest.raises(Boom):
             call(model, method, targets=[[1, 2], [3]])

@@ -15,6 +15,7 @@ Expected values are computed here in float64, from the definitions in the method
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -106,13 +107,18 @@ def layercam_weights(c: int, a: torch.Tensor) -> torch.Tensor:
     return torch.relu(W[c]) / HW
 
 
-CHANNEL_WEIGHTS = {
+def cam_weights(c: int, a: torch.Tensor) -> torch.Tensor:
+    del a
+    return W[c]
+
+
+CHANNEL_WEIGHTS: dict[str, Callable[[int, torch.Tensor], torch.Tensor]] = {
     "gradcam": gradcam_weights,
     "hirescam": gradcam_weights,  # g_k is constant in space, so g_k * A_k sums to w_k A_k
     "xgradcam": xgradcam_weights,
     "gradcam++": gradcam_plus_plus_weights,
     "layercam": layercam_weights,
-    "cam": lambda c, a: W[c],
+    "cam": cam_weights,
 }
 
 

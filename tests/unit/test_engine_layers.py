@@ -8,9 +8,11 @@ import pytest
 import torch
 from engine_models import (
     SMALL_OPTIONS,
+    TinyResNet,
     assert_close,
     images,
     leftover_hooks,
+    tiny_net,
     tiny_resnet,
     torchvision_model,
 )
@@ -45,8 +47,6 @@ def test_default_layer_is_found_on_torchvision_architectures(arch: str, expected
 
 def test_a_configured_default_layer_overrides_the_found_one() -> None:
     torch.manual_seed(0)
-    from engine_models import TinyResNet
-
     model = ExplainableModel(TinyResNet(), input_size=(32, 32), default_layer="layer1")
     assert model.default_layer == "layer1"
     assert explain(model, "gradcam", images(1), targets=[0]).layer == "layer1"
@@ -57,7 +57,9 @@ def test_cam_on_a_gap_linear_model_is_the_final_weights_times_the_feature_maps()
     x = images(2, size=64)
     result = explain(model, "cam", x, targets=[[1, 4], [7]])
     assert result.layer == "layer4" and result.activations is not None
-    weight = model.module.fc.weight
+    fc = model.submodule("fc")
+    assert isinstance(fc, torch.nn.Linear)
+    weight = fc.weight
     for i, sample in enumerate(result.samples):
         expected = torch.einsum("tk,khw->thw", weight[sample.targets], result.activations[i])
         assert sample.raw is not None and sample.heatmaps is not None
@@ -142,15 +144,14 @@ def test_own_default_layers_are_the_first_convolution_and_the_classifier_input(
     filters = explain(tiny, "filters", images(1))
     assert filters.layer == "conv1"
     assert filters.samples[0].raw is not None
-    assert torch.equal(filters.samples[0].raw, tiny.module.conv1.weight)
+    net = tiny_net(tiny)
+    assert torch.equal(filters.samples[0].raw, net.conv1.weight)
     x = images(2)
     embedding = explain(tiny, "embedding", x)
     assert embedding.layer == "fc:input"
-    pooled = tiny.module.avgpool(
-        tiny.module.layer2(
-            tiny.module.layer1(tiny.module.relu(tiny.module.bn1(tiny.module.conv1(x))))
-        )
-    ).flatten(1)
+    with torch.inference_mode():
+        stem = net.relu(net.bn1(net.conv1(x)))
+        pooled = net.avgpool(net.layer2(net.layer1(stem))).flatten(1)
     for i, sample in enumerate(embedding.samples):
         assert sample.raw is not None
         assert_close(sample.raw, pooled[i], atol=1e-6)

@@ -1,6 +1,6 @@
 """A synthetic data set for the demo model: shapes at random places on textured backgrounds.
 
-Every object's bounding box is known, so "where the network looked" can be
+Every object's bounding box and pixel mask are known, so "where the network looked" can be
 checked (the pointing game). numpy and pillow only; deterministic for a seed.
 """
 
@@ -15,18 +15,27 @@ from PIL import Image, ImageDraw
 CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring", "star")
 IMAGE_SIZE = 64
 MIN_OBJECT, MAX_OBJECT = 16, 28
+MARGIN = 2  # the least gap between an object's box and the image border, in pixels
+
+Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One image ``(H, W, 3)`` uint8, its class, and the object's box ``(x0, y0, x1, y1)``."""
+    """An ``(H, W, 3)`` uint8 image, its class, the object's box and its ``(H, W)`` bool mask.
+
+    ``box`` is ``(x0, y0, x1, y1)`` with inclusive ends: the object's pixels lie in
+    ``image[y0 : y1 + 1, x0 : x1 + 1]``.
+    """
 
     image: np.ndarray
     label: int
-    box: tuple[int, int, int, int]
+    box: Box
+    mask: np.ndarray
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A float ``(size, size, 3)`` texture: noise, stripes, a gradient or a checker board."""
     kind = rng.integers(4)
     base = rng.integers(40, 216, size=3).astype(np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -57,24 +66,28 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return points
 
 
-def _draw(draw: ImageDraw.ImageDraw, label: int, box: tuple[int, int, int, int], color: tuple[int, int, int]) -> None:
+def shape_mask(label: int, box: Box, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The ``(size, size)`` bool mask of a class-``label`` shape drawn in ``box``."""
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
     x0, y0, x1, y1 = box
     cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
     width = max(3, int(r / 2.5))
     name = CLASS_NAMES[label]
     if name == "circle":
-        draw.ellipse(box, fill=color)
+        draw.ellipse(box, fill=255)
     elif name == "square":
-        draw.rectangle(box, fill=color)
+        draw.rectangle(box, fill=255)
     elif name == "triangle":
-        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=color)
+        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=255)
     elif name == "cross":
-        draw.rectangle((cx - width / 2, y0, cx + width / 2, y1), fill=color)
-        draw.rectangle((x0, cy - width / 2, x1, cy + width / 2), fill=color)
+        draw.rectangle((cx - width / 2, y0, cx + width / 2, y1), fill=255)
+        draw.rectangle((x0, cy - width / 2, x1, cy + width / 2), fill=255)
     elif name == "ring":
-        draw.ellipse(box, outline=color, width=width)
+        draw.ellipse(box, outline=255, width=width)
     else:
-        draw.polygon(_star(cx, cy, r), fill=color)
+        draw.polygon(_star(cx, cy, r), fill=255)
+    return np.asarray(canvas) > 0
 
 
 def make_sample(rng: np.random.Generator, label: int | None = None) -> Sample:
@@ -82,18 +95,20 @@ def make_sample(rng: np.random.Generator, label: int | None = None) -> Sample:
     label = int(rng.integers(len(CLASS_NAMES))) if label is None else label
     background = _background(rng, IMAGE_SIZE)
     side = int(rng.integers(MIN_OBJECT, MAX_OBJECT + 1))
-    x0 = int(rng.integers(0, IMAGE_SIZE - side + 1))
-    y0 = int(rng.integers(0, IMAGE_SIZE - side + 1))
+    x0 = int(rng.integers(MARGIN, IMAGE_SIZE - MARGIN - side + 1))
+    y0 = int(rng.integers(MARGIN, IMAGE_SIZE - MARGIN - side + 1))
     box = (x0, y0, x0 + side - 1, y0 + side - 1)
-    mean = background[y0 : y0 + side, x0 : x0 + side].mean(axis=(0, 1))
-    # A colour that stands out from the background under the object.
-    color = tuple(int(255 - m if rng.random() < 0.7 else rng.integers(0, 256)) for m in mean)
-    canvas = Image.fromarray(background.astype(np.uint8))
-    _draw(ImageDraw.Draw(canvas), label, box, color)  # type: ignore[arg-type]
-    return Sample(image=np.asarray(canvas, dtype=np.uint8).copy(), label=label, box=box)
+    under = background[y0 : y0 + side, x0 : x0 + side].mean(axis=(0, 1))
+    # Mostly a colour that stands out from the background under the object.
+    color = np.array(
+        [255 - m if rng.random() < 0.7 else float(rng.integers(0, 256)) for m in under]
+    )
+    mask = shape_mask(label, box)
+    image = np.where(mask[..., None], color, background).astype(np.uint8)
+    return Sample(image=image, label=label, box=box, mask=mask)
 
 
 def make_dataset(n: int, seed: int) -> list[Sample]:
-    """``n`` samples with balanced classes, deterministic for ``seed``."""
+    """``n`` samples with balanced classes (in turn), deterministic for ``seed``."""
     rng = np.random.default_rng(seed)
     return [make_sample(rng, i % len(CLASS_NAMES)) for i in range(n)]
