@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+IMAGE ?= camserve
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+TORCH_INDEX_URL ?=
 
 .PHONY: help venv demo test test-fast lint format protos bench image image-gpu clean
 
@@ -44,6 +47,13 @@ protos: venv ## regenerate the gRPC stubs from protos/
 
 bench: venv ## the benchmark harness: camserve against same-run baselines (a few minutes)
 	$(PY) -m bench.run
+
+image: ## build the CPU image camserve:<version>-cpu (needs a Docker engine; deploy/README.md)
+	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile.cpu --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+		-t $(IMAGE):$(VERSION)-cpu .
+
+image-gpu: ## build the CUDA image camserve:<version>-gpu (needs a Docker engine)
+	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile.gpu -t $(IMAGE):$(VERSION)-gpu .
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf out build dist .pytest_cache .mypy_cache .ruff_cache

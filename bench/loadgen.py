@@ -41,7 +41,9 @@ class LoadResult:
             "p50_ms": self.percentile(50),
             "p95_ms": self.percentile(95),
             "p99_ms": self.percentile(99),
-            "compute_p50_ms": float(np.median(self.compute_ms)) if self.compute_ms else float("nan"),
+            "compute_p50_ms": float(np.median(self.compute_ms))
+            if self.compute_ms
+            else float("nan"),
             "cache_hit_rate": self.cache_hits / max(1, len(self.latencies)),
         }
 

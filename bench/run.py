@@ -70,7 +70,8 @@ def _batch_sizes(thread: ServerThread, method: str) -> dict[str, float]:
 
 def _baseline_model(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)  # the same weights the server builds
-    return torchvision.models.get_model(arch, weights=None).eval()
+    model: torch.nn.Module = torchvision.models.get_model(arch, weights=None)
+    return model.eval()
 
 
 def _cache_pairs(address: str, images: list[bytes]) -> dict[str, float]:
@@ -106,10 +107,15 @@ def _overhead(address: str, images: list[bytes]) -> dict[str, float]:
         overheads.append(latency_ms - reply.timings.compute_ms)
         decode.append(reply.timings.decode_ms)
     channel.close()
-    return {"overhead_p50_ms": statistics.median(overheads), "decode_p50_ms": statistics.median(decode)}
+    return {
+        "overhead_p50_ms": statistics.median(overheads),
+        "decode_p50_ms": statistics.median(decode),
+    }
 
 
-def _served_seconds(address: str, method: str, images: list[bytes], options: dict[str, float]) -> float:
+def _served_seconds(
+    address: str, method: str, images: list[bytes], options: dict[str, float]
+) -> float:
     channel = grpc.insecure_channel(address)
     stub = explain_pb2_grpc.ExplainServiceStub(channel)
     started = time.perf_counter()
@@ -127,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--library-requests", type=int, default=12)
     parser.add_argument("--perturbation-images", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="tiny settings: checks the harness runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny settings: checks the harness runs"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.quick:
@@ -145,15 +153,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     images = jpeg_images(args.requests * 2 + 64, args.size, seed=1)
     window, stride = (32, 16) if not args.quick else (16, 16)
-    occlusion_options = {"window": window, "stride": stride}
+    occlusion_options = {"window": float(window), "stride": float(stride)}
     with tempfile.TemporaryDirectory() as folder:
         batched = _server(args.arch, args.size, Path(folder))
         try:
             asyncio.run(run_load(batched.address, "bench", ["gradcam"], images[:8],
                                  concurrency=4, requests=8))  # fmt: skip
             load = asyncio.run(
-                run_load(batched.address, "bench", ["gradcam"], images[8:],
-                         concurrency=args.concurrency, requests=args.requests)  # fmt: skip
+                run_load(
+                    batched.address,
+                    "bench",
+                    ["gradcam"],
+                    images[8:],
+                    concurrency=args.concurrency,
+                    requests=args.requests,
+                )
             )
             results["gradcam"] = {**load.summary(), "batch_size": _batch_sizes(batched, "gradcam")}
             fresh = images[8 + args.requests :]
@@ -161,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             results["overhead"] = _overhead(batched.address, fresh[8:24])
             perturb = fresh[24 : 24 + args.perturbation_images]
             results["occlusion"] = {
-                "camserve_s_per_image": _served_seconds(batched.address, "occlusion", perturb,
-                                                         occlusion_options)  # fmt: skip
+                "camserve_s_per_image": _served_seconds(
+                    batched.address, "occlusion", perturb, occlusion_options
+                )
             }
             results["integrated_gradients"] = {
                 "camserve_s_per_image": _served_seconds(
@@ -174,8 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         single = _server(args.arch, args.size, Path(folder), max_batch_size=1)
         try:
             load = asyncio.run(
-                run_load(single.address, "bench", ["gradcam"], images[8:],
-                         concurrency=args.concurrency, requests=args.requests)  # fmt: skip
+                run_load(
+                    single.address,
+                    "bench",
+                    ["gradcam"],
+                    images[8:],
+                    concurrency=args.concurrency,
+                    requests=args.requests,
+                )
             )
             results["gradcam_unbatched"] = load.summary()
         finally:
@@ -225,8 +246,9 @@ def _ratios(r: dict[str, Any]) -> dict[str, float]:
 def _table(r: dict[str, Any]) -> str:
     g, u, c, o = r["gradcam"], r["gradcam_unbatched"], r["cache"], r["overhead"]
     rows = [
-        ("model", f"{r['model']['arch']} at {r['model']['input']}, {r['machine']['threads']} threads"),
-        ("model forward (batch %d)" % r["model"]["batch"], f"{r['model']['forward_ips']:.1f} img/s"),
+        ("model", f"{r['model']['arch']} at {r['model']['input']}, "
+                  f"{r['machine']['threads']} threads"),
+        (f"model forward (batch {r['model']['batch']})", f"{r['model']['forward_ips']:.1f} img/s"),
         ("model forward+input backward", f"{r['model']['forward_backward_ips']:.1f} img/s"),
         ("camserve gradcam served", f"{g['throughput_rps']:.1f} req/s  p50 {g['p50_ms']:.0f} ms  "
                                     f"p95 {g['p95_ms']:.0f} ms  p99 {g['p99_ms']:.0f} ms"),

@@ -22,8 +22,9 @@ spread requests evenly (round robin over the headless Service). What exceeds
 the ready pods' capacity waits in their queues, up to ``queue_size`` per pod
 (read from the server's settings); beyond it, requests are refused. Each pod's
 ``camserve_inflight_requests`` is its share of queued + computing requests;
-Prometheus samples it every ``--scrape-s`` and the Prometheus Adapter averages
-it over ``--metric-window-s`` (``deploy/k8s/prometheus-adapter/config.yaml``).
+Prometheus samples it every 15 s (``servicemonitor.yaml``) and the Prometheus
+Adapter averages it over 30 s (``deploy/k8s/prometheus-adapter/config.yaml``);
+the HPA syncs every 15 s. (The tests check these constants against the manifests.)
 A new pod serves ``--startup-s`` after the HPA asks for it (scheduling, image
 pull, model loading and warm-up).
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import csv
+import itertools
 import json
 import math
 import shutil
@@ -124,8 +126,7 @@ def _rules(raw: dict[str, Any] | None, default: Rules) -> Rules:
     if not raw:
         return default
     policies = tuple(
-        Policy(p["type"], int(p["value"]), int(p["periodSeconds"]))
-        for p in raw.get("policies", [])
+        Policy(p["type"], int(p["value"]), int(p["periodSeconds"])) for p in raw.get("policies", [])
     )
     return Rules(
         int(raw.get("stabilizationWindowSeconds", default.window_s)),
@@ -200,15 +201,22 @@ class Trace:
 
 
 def default_trace(pod_throughput_rps: float) -> Trace:
-    """70 minutes in units of one pod's capacity: quiet, a ramp, a 2x spike, back down.
+    """95 minutes, in units of one pod's capacity, that exercise each part of the policy.
 
-    The load is 1.5 pods' worth, ramps to 6 over 5 minutes, holds, jumps to 12 in
-    20 s for 5 minutes, falls to 3, then to 1.
+    Quiet at 1.5 pods' worth for 10 minutes; a ramp to 6 over 5 minutes (scale-up
+    speed); a jump to 12 within 20 s, held 5 minutes (headroom while new pods start);
+    down to 2.5; three bursts to 7 for 3 minutes, 7 minutes apart (a scale-down that
+    follows every lull is caught by the next burst); down to 1.
     """
-    points = [
+    points: list[tuple[float, float]] = [
         (0, 1.5), (600, 1.5), (900, 6.0), (1500, 6.0), (1520, 12.0), (1800, 12.0),
-        (2100, 3.0), (3300, 3.0), (3600, 1.0), (4200, 1.0),
+        (2100, 2.5), (2400, 2.5),
     ]  # fmt: skip
+    start = 2400.0
+    for _ in range(3):
+        points += [(start + 20, 7.0), (start + 200, 7.0), (start + 220, 2.5), (start + 600, 2.5)]
+        start += 600
+    points += [(start + 300, 1.0), (start + 1200, 1.0)]
     return Trace(
         tuple(float(t) for t, _ in points), tuple(p * pod_throughput_rps for _, p in points)
     )
@@ -397,11 +405,9 @@ def simulate(
                 ready_at += [t + pod.startup_s] * (desired - len(ready_at))
             elif desired < len(ready_at):
                 # The ReplicaSet deletes pods that are not ready yet first.
-                ready_at = sorted(ready_at)[: desired]
+                ready_at = sorted(ready_at)[:desired]
         delay = queued / capacity if capacity else float("inf")
-        samples.append(
-            Sample(t, arrived, len(ready_at), ready, metric, queued, delay, rejected)
-        )
+        samples.append(Sample(t, arrived, len(ready_at), ready, metric, queued, delay, rejected))
     return samples
 
 
@@ -415,7 +421,7 @@ def summarise(samples: Sequence[Sample], variant: str, target: float, slo_s: flo
         if seen >= 0.95 * total:
             p95 = s.delay_s
             break
-    events = sum(1 for a, b in zip(samples, samples[1:], strict=False) if a.replicas != b.replicas)
+    events = sum(1 for a, b in itertools.pairwise(samples) if a.replicas != b.replicas)
     return Summary(
         variant=variant,
         target=target,
@@ -433,7 +439,9 @@ def summarise(samples: Sequence[Sample], variant: str, target: float, slo_s: flo
 
 
 def timeline_table(samples: Sequence[Sample], every_s: int) -> str:
-    rows = ["| t (min) | load (req/s) | replicas | ready | in-flight/pod (HPA) | queued | delay (s) |"]
+    rows = [
+        "| t (min) | load (req/s) | replicas | ready | in-flight/pod (HPA) | queued | delay (s) |"
+    ]
     rows.append("|---:|---:|---:|---:|---:|---:|---:|")
     for s in samples:
         if int(s.t) % every_s:
@@ -448,7 +456,7 @@ def timeline_table(samples: Sequence[Sample], every_s: int) -> str:
 def summary_table(summaries: Sequence[Summary], pod: PodModel, slo_s: float) -> str:
     rows = [
         "| variant | target in-flight/pod | utilisation at target | mean replicas | max replicas "
-        f"| scale changes | p95 delay (s) | max delay (s) | delayed > {slo_s:g} s | refused |",
+        f"| replica changes | p95 delay (s) | max delay (s) | delayed > {slo_s:g} s | refused |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
@@ -498,24 +506,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST,
-                        help="YAML with the HPA, or a kustomize folder (default: the base HPA)")
-    parser.add_argument("--bench-json", type=Path,
-                        help="output of `python -m bench.run --json`: throughput and latency")
-    parser.add_argument("--pod-throughput", type=float, default=PLACEHOLDER_POD_THROUGHPUT_RPS,
-                        help="requests/s one pod completes (from make bench; default: a placeholder)")
-    parser.add_argument("--latency-s", type=float, default=PLACEHOLDER_LATENCY_S,
-                        help="seconds a request is held while computing at that throughput "
-                             "(the bench's p50; default: a placeholder)")
-    parser.add_argument("--startup-s", type=float, default=STARTUP_S,
-                        help="seconds from the HPA's decision to a new pod serving")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=DEFAULT_MANIFEST,
+        help="YAML with the HPA, or a kustomize folder (default: the base HPA)",
+    )
+    parser.add_argument(
+        "--bench-json",
+        type=Path,
+        help="output of `python -m bench.run --json`: throughput and latency",
+    )
+    parser.add_argument(
+        "--pod-throughput",
+        type=float,
+        default=PLACEHOLDER_POD_THROUGHPUT_RPS,
+        help="requests/s one pod completes (from make bench; the default is a placeholder)",
+    )
+    parser.add_argument(
+        "--latency-s",
+        type=float,
+        default=PLACEHOLDER_LATENCY_S,
+        help="seconds a request is held while computing at that throughput "
+        "(the bench's p50; default: a placeholder)",
+    )
+    parser.add_argument(
+        "--startup-s",
+        type=float,
+        default=STARTUP_S,
+        help="seconds from the HPA's decision to a new pod serving",
+    )
     parser.add_argument("--trace", type=Path, help="CSV of t_s,rps (default: a built-in trace)")
     parser.add_argument("--targets", help="comma-separated target values to compare")
     parser.add_argument("--down-windows", help="comma-separated scale-down windows (s) to compare")
     parser.add_argument("--slo-s", type=float, default=1.0, help="queueing delay thought late")
     parser.add_argument("--every-s", type=int, default=120, help="timeline row interval")
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON")
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     throughput, latency = args.pod_throughput, args.latency_s
     if args.bench_json:
         throughput, latency = bench_numbers(args.bench_json)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from rpc_helpers import heatmap, request, stub
-from server_harness import ServerThread
 
 from camserve_server.demo.data import Sample, make_dataset
+from server_harness import ServerThread
 
 SCALE = 3  # send pictures larger than the model's input: the map is placed back onto them
 
@@ -64,9 +64,7 @@ def plain(sample: Sample) -> bytes:
 
 
 def _peak_in_box(server: ServerThread, data: bytes, sample: Sample) -> bool:
-    reply = stub(server.address).Explain(
-        request("demo", "gradcam", data, classes=(sample.label,))
-    )
+    reply = stub(server.address).Explain(request("demo", "gradcam", data, classes=(sample.label,)))
     values = heatmap(reply.heatmaps[0])
     assert values.shape == (64 * SCALE, 64 * SCALE)
     y, x = np.unravel_index(int(values.argmax()), values.shape)
@@ -118,5 +116,8 @@ def test_exif_rotation_is_applied_before_the_model_sees_the_image(
     sample = samples[0]
     rotated = stub(server.address).Explain(request("demo", "gradcam", exif_rotated(sample)))
     upright = stub(server.address).Explain(request("demo", "gradcam", plain(sample)))
-    assert (rotated.image_height, rotated.image_width) == (upright.image_height, upright.image_width)
+    assert (rotated.image_height, rotated.image_width) == (
+        upright.image_height,
+        upright.image_width,
+    )
     assert rotated.top_classes[0].index == upright.top_classes[0].index == sample.label

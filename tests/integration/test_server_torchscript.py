@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 import torch
 from rpc_helpers import request, stub, tensor_input
-from server_harness import ServerThread, settings_for
 
 from camserve.v1 import explain_pb2 as pb
+from server_harness import ServerThread, settings_for
 
 
 class Tiny(torch.nn.Module):
@@ -21,18 +20,17 @@ class Tiny(torch.nn.Module):
         self.fc = torch.nn.Linear(8, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+        logits: torch.Tensor = self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+        return logits
 
 
 @pytest.fixture(scope="module")
 def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     folder = tmp_path_factory.mktemp("torchscript")
     torch.manual_seed(0)
-    torch.jit.script(Tiny()).save(str(folder / "tiny.pt"))
+    torch.jit.script(Tiny()).save(str(folder / "tiny.pt"))  # type: ignore[no-untyped-call]
     config = folder / "models.toml"
-    config.write_text(
-        '[[models]]\nname = "tiny"\ntorchscript = "tiny.pt"\ninput_size = [64, 64]\n'
-    )
+    config.write_text('[[models]]\nname = "tiny"\ntorchscript = "tiny.pt"\ninput_size = [64, 64]\n')
     thread = ServerThread(settings_for(config))
     thread.start()
     yield thread

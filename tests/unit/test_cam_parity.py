@@ -33,7 +33,7 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from torch import nn
 
 from camserve_server.methods import explain
-from conftest import NUM_CLASSES, ZooModel
+from zoo import NUM_CLASSES, ZooModel
 
 TOLERANCE = 1e-4
 TARGETS_PER_IMAGE = 3

@@ -48,14 +48,18 @@ def _hit_rate(model: ExplainableModel, samples: list[Sample], method: str, **opt
 def _chance(samples: list[Sample]) -> float:
     """The hit rate of a random point: the mean share of the image the box covers."""
     side = INPUT_SIZE[0] * INPUT_SIZE[1]
-    return float(np.mean([(s.box[2] - s.box[0] + 1) * (s.box[3] - s.box[1] + 1) / side for s in samples]))
+    return float(
+        np.mean([(s.box[2] - s.box[0] + 1) * (s.box[3] - s.box[1] + 1) / side for s in samples])
+    )
 
 
 def test_labels_match_the_classes() -> None:
     assert LABELS_PATH.read_text().split() == list(CLASS_NAMES)
 
 
-def test_demo_model_classifies_held_out_images(model: ExplainableModel, held_out: list[Sample]) -> None:
+def test_demo_model_classifies_held_out_images(
+    model: ExplainableModel, held_out: list[Sample]
+) -> None:
     with torch.inference_mode():
         predicted = model.module(_batch(held_out)).argmax(dim=1)
     labels = torch.tensor([s.label for s in held_out])
@@ -66,7 +70,9 @@ def test_gradcam_points_at_the_object(model: ExplainableModel, held_out: list[Sa
     assert _hit_rate(model, held_out, "gradcam") >= 0.9
 
 
-@pytest.mark.parametrize(("method", "options"), [("saliency", {}), ("occlusion", {"window": 12, "stride": 4})])
+@pytest.mark.parametrize(
+    ("method", "options"), [("saliency", {}), ("occlusion", {"window": 12, "stride": 4})]
+)
 def test_saliency_and_occlusion_do_far_better_than_chance(
     model: ExplainableModel, held_out: list[Sample], method: str, options: dict[str, int]
 ) -> None:

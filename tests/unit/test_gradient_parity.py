@@ -25,7 +25,7 @@ from captum.attr import (
 )
 
 from camserve_server.methods import explain
-from conftest import ZooModel
+from zoo import ZooModel
 
 TOLERANCE = 1e-4
 RecordProperty = Callable[[str, object], None]

@@ -55,7 +55,7 @@ def train(n_train: int, epochs: int, batch_size: int) -> torch.nn.Module:
                 batch = batch.flip(-1)
             loss = F.cross_entropy(model(batch), y[index])
             optimiser.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             schedule.step()
             total += float(loss.detach()) * len(index)

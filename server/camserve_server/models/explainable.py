@@ -83,10 +83,12 @@ class ExplainableModel:
             return self.default_layer
         if layer not in self.structure.layers:
             spatial = self.structure.spatial_layers()
-            outermost_first = sorted(spatial, key=lambda name: (name.count("."), spatial.index(name)))
+            outermost_first = sorted(
+                spatial, key=lambda name: (name.count("."), spatial.index(name))
+            )
             raise InvalidArgument(
-                f"unknown layer {layer!r} for model {self.name!r} (default {self.default_layer!r}); "
-                f"valid layers: {choices(outermost_first)}"
+                f"unknown layer {layer!r} for model {self.name!r} "
+                f"(default {self.default_layer!r}); valid layers: {choices(outermost_first)}"
             )
         return layer
 

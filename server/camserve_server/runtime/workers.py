@@ -19,6 +19,8 @@ import torch
 
 from ..errors import CamserveError, DeadlineExceeded, Overloaded
 from ..methods import BatchResult, explain, get_method
+
+__all__ = ["CacheWriter", "DeviceWorker", "InternalError", "ItemResult", "explain"]
 from ..models import ExplainableModel
 from .batcher import Batcher, WorkItem
 from .metrics import Metrics
