@@ -108,7 +108,10 @@ def build_runtime(settings: Settings) -> Runtime:
     devices = resolve_devices(settings.devices)
     specs: tuple[ModelSpec, ...] = settings.models or (demo_model_spec(),)
     budget = settings.memory_budget_mb * (1 << 20)
-    models = {spec.name: load_model(spec, devices, budget) for spec in specs}
+    models = {
+        spec.name: load_model(spec, devices, budget, channels_last=settings.use_channels_last)
+        for spec in specs
+    }
     cache = build_cache(settings, observer=metrics)
 
     def batch_limit(group: GroupKey) -> int:

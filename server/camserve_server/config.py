@@ -63,6 +63,7 @@ class Settings:
     queue_size: int = 512
     devices: str = "auto"
     memory_budget_mb: int = 1024
+    channels_last: str = "true"
     max_message_bytes: int = 32 * MIB
     max_image_pixels: int = 40_000_000
     decode_threads: int = 4
@@ -74,6 +75,10 @@ class Settings:
     grace_period_s: float = 20.0
     log_level: str = "INFO"
     models: tuple[ModelSpec, ...] = field(default=())
+
+    @property
+    def use_channels_last(self) -> bool:
+        return str(self.channels_last).lower() in ("1", "true", "yes", "on")
 
     @property
     def auth_enabled(self) -> bool:
@@ -100,6 +105,7 @@ _HELP = {
     "queue_size": "requests waiting at most; beyond, RESOURCE_EXHAUSTED",
     "devices": "'auto' (every CUDA GPU, else the CPU), 'cpu', or e.g. 'cuda:0,cuda:1'",
     "memory_budget_mb": "device memory one batch may use; perturbation chunks are sized to it",
+    "channels_last": "run convolutions in NHWC memory format (true/false; faster on CPUs and GPUs)",
     "max_message_bytes": "largest request or reply message",
     "max_image_pixels": "largest decoded image (width x height); larger is refused before decoding",
     "decode_threads": "threads that decode and preprocess images off the event loop",

@@ -46,7 +46,11 @@ class LoadedModel:
 
 
 def load_model(
-    spec: ModelSpec, devices: list[torch.device], memory_budget_bytes: int
+    spec: ModelSpec,
+    devices: list[torch.device],
+    memory_budget_bytes: int,
+    *,
+    channels_last: bool = False,
 ) -> LoadedModel:
     """Build ``spec`` once per device and work out which methods it supports."""
     labels = _read_labels(spec)
@@ -64,6 +68,7 @@ def load_model(
             device=device,
             memory_budget_bytes=memory_budget_bytes,
             layer_access=fmt == "torch",
+            channels_last=channels_last,
         )
     first = next(iter(replicas.values()))
     preprocess = Preprocess(
