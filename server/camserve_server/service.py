@@ -316,11 +316,22 @@ class ExplainService:
             top_classes=top_classes,
             cache_hit=result.cache_hit,
             timings={},
-            metrics={k: v[0] for k, v in result.metrics.items() if v},
+            metrics=_per_target(result.metrics, result.targets),
             image_size=image_size,
             values=values,
             channels=result.channels,
         )
+
+
+def _per_target(metrics: dict[str, list[float]], targets: list[int]) -> dict[str, float]:
+    """One number per metric and target: ``name`` for a single target, ``name/<class>`` else."""
+    if len(targets) == 1:
+        return {name: values[0] for name, values in metrics.items() if values}
+    return {
+        f"{name}/{target}": value
+        for name, values in metrics.items()
+        for target, value in zip(targets, values, strict=False)
+    }
 
 
 def _hashable(value: Any) -> Any:

@@ -582,7 +582,8 @@ class ExplainResponse(_message.Message):
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Method-specific numbers, by name (e.g. integrated gradients'
-        "completeness_gap"); empty for most methods.
+        "completeness_gap"; with several targets, one entry per target named
+        "completeness_gap/<class>"); empty for most methods.
         """
 
     def __init__(
