@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     model = _baseline_model(args.arch)
     mean_batch = max(1, round(results["gradcam"]["batch_size"]["mean"]))
     results["model"]["forward_ips"] = baselines.forward_throughput(model, mean_batch, args.size)
+    nhwc = _baseline_model(args.arch).to(memory_format=torch.channels_last)
+    results["model"]["forward_channels_last_ips"] = baselines.forward_throughput(
+        nhwc, mean_batch, args.size
+    )
     results["model"]["forward_backward_ips"] = baselines.forward_backward_throughput(
         model, mean_batch, args.size
     )
@@ -233,6 +237,7 @@ def _ratios(r: dict[str, Any]) -> dict[str, float]:
     served = r["gradcam"]["throughput_rps"]
     return {
         "gradcam_vs_forward": served / r["model"]["forward_ips"],
+        "gradcam_vs_forward_channels_last": served / r["model"]["forward_channels_last_ips"],
         "gradcam_vs_pytorch_grad_cam": served / r["pytorch_grad_cam_rps"],
         "gradcam_vs_unbatched": served / r["gradcam_unbatched"]["throughput_rps"],
         "cache_warm_speedup": r["cache"]["speedup"],
@@ -249,6 +254,7 @@ def _table(r: dict[str, Any]) -> str:
         ("model", f"{r['model']['arch']} at {r['model']['input']}, "
                   f"{r['machine']['threads']} threads"),
         (f"model forward (batch {r['model']['batch']})", f"{r['model']['forward_ips']:.1f} img/s"),
+        ("model forward, channels_last", f"{r['model']['forward_channels_last_ips']:.1f} img/s"),
         ("model forward+input backward", f"{r['model']['forward_backward_ips']:.1f} img/s"),
         ("camserve gradcam served", f"{g['throughput_rps']:.1f} req/s  p50 {g['p50_ms']:.0f} ms  "
                                     f"p95 {g['p95_ms']:.0f} ms  p99 {g['p99_ms']:.0f} ms"),

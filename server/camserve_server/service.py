@@ -166,13 +166,9 @@ class ExplainService:
             key: str | None = None
             prepared: _Prepared | None = None
             if method.caches_layer and layer is not None:
-                key = await loop.run_in_executor(self._pool, self._key, loaded, layer, query.source)
-                value, _ = await loop.run_in_executor(self._pool, self.cache.get, key)
-                if value is not None:
-                    cached = CachedLayer(value.activation, value.logits)
-                    prepared = await loop.run_in_executor(
-                        self._pool, self._prepare_hit, loaded, method, layer, query.source
-                    )
+                key, cached, prepared = await loop.run_in_executor(
+                    self._pool, self._lookup, loaded, method, layer, query.source
+                )
             if prepared is None:
                 prepared = await loop.run_in_executor(
                     self._pool, self._prepare, loaded, query.source
@@ -233,6 +229,17 @@ class ExplainService:
         else:
             raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
         return cache_key(loaded.name, loaded.weights_digest, preprocess, layer, image_hash)
+
+    def _lookup(
+        self, loaded: LoadedModel, method: Method, layer: str, source: ImageSource
+    ) -> tuple[str, CachedLayer | None, _Prepared | None]:
+        """Key, cached activation and (for a hit that needs no pixels) the prepared input."""
+        key = self._key(loaded, layer, source)
+        value, _ = self.cache.get(key)
+        if value is None:
+            return key, None, None
+        cached = CachedLayer(value.activation, value.logits)
+        return key, cached, self._prepare_hit(loaded, method, layer, source)
 
     def _prepare(self, loaded: LoadedModel, source: ImageSource) -> _Prepared:
         """Decode and preprocess (or validate a tensor): the full path of a cache miss."""

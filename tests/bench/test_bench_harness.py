@@ -25,6 +25,7 @@ def test_bench_quick_run_reports_every_ratio() -> None:
     results = json.loads(done.stdout[done.stdout.index("{") :])
     assert set(results["ratios"]) == {
         "gradcam_vs_forward",
+        "gradcam_vs_forward_channels_last",
         "gradcam_vs_pytorch_grad_cam",
         "gradcam_vs_unbatched",
         "cache_warm_speedup",
