@@ -4,9 +4,9 @@ The schema comes from the prometheus-operator API types as published on PyPI by
 ``cloudcoil-models-prometheus-operator`` (pydantic models generated from the
 operator's CRDs). Run it in a scratch virtual environment:
 
-    python -m venv /tmp/crdgen && /tmp/crdgen/bin/pip install \
+    python -m venv .crdgen && .crdgen/bin/pip install \
         cloudcoil-models-prometheus-operator==0.80.1.0 pyyaml
-    /tmp/crdgen/bin/python deploy/crds/generate.py
+    .crdgen/bin/python deploy/crds/generate.py
 
 It turns pydantic's JSON schema back into a CRD's ``openAPIV3Schema``: references
 inlined, optional fields without their ``null`` alternative, int-or-string fields
