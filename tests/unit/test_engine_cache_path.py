@@ -37,10 +37,11 @@ class Case(NamedTuple):
     heavy: bool = False
     cam: bool = False
     only_cam: bool = False
+    heavy_is_slow: bool = False  # a few seconds per heavy method: marked slow
 
 
 LAYERS = [
-    Case("resnet18", "layer1", 32, heavy=True),
+    Case("resnet18", "layer1", 32, heavy=True, heavy_is_slow=True),
     Case("resnet18", "layer4", 64, cam=True),
     Case("mobilenet_v3_small", "features.3", 64, heavy=True),
     Case("mobilenet_v3_small", "features", 64),
@@ -57,7 +58,12 @@ def applies(method: str, case: Case) -> bool:
 
 
 CASES = [
-    pytest.param(case, method, id=f"{case.arch}-{case.layer}-{method}")
+    pytest.param(
+        case,
+        method,
+        id=f"{case.arch}-{case.layer}-{method}",
+        marks=[pytest.mark.slow] if case.heavy_is_slow and METHODS[method].heavy else [],
+    )
     for case in LAYERS
     for method in sorted(m for m, v in METHODS.items() if v.caches_layer)
     if applies(method, case)
@@ -66,7 +72,9 @@ CASES = [
 
 def first_module(model: ExplainableModel) -> torch.nn.Module:
     """The first convolution: every backbone pass goes through it."""
-    return model.submodule(model.structure.conv_layers[0])
+    module = model.submodule(model.structure.conv_layers[0])
+    assert isinstance(module, torch.nn.Conv2d)
+    return module
 
 
 def run(
