@@ -59,6 +59,10 @@ class Runtime:
     workers: list[DeviceWorker] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def least_busy_worker(self) -> DeviceWorker:
+        """The device worker with the fewest batches and steps queued or running."""
+        return min(self.workers, key=lambda worker: worker.pending)
+
     def start_workers(self) -> None:
         for worker in self.workers:
             self.tasks.append(asyncio.create_task(worker.run(), name=f"worker-{worker.device}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from rpc_helpers import metric_value, random_image, request, stub, tensor_input
 
 from camserve.v1 import explain_pb2 as pb
+from camserve_server.runtime.device_slot import Priority
 from server_harness import ServerThread
 
 
@@ -84,3 +86,20 @@ def test_cache_metrics_count_hits_and_misses(server: ServerThread) -> None:
     client.Explain(pb.ExplainRequest(model="r18", method="layercam", input=image))
     client.Explain(pb.ExplainRequest(model="r18", method="xgradcam", input=image))
     assert metric_value(registry, "camserve_cache_hits_total", {"tier": "memory"}) == hits + 1
+
+
+def test_a_light_request_is_not_stuck_behind_a_heavy_one(server: ServerThread) -> None:
+    """A Grad-CAM sent while a long occlusion runs is answered between its chunks."""
+    assert server.runtime is not None
+    slot = server.runtime.workers[0].slot
+    client = stub(server.address)
+    options = {"window": [4, 4], "stride": [4, 4], "batch_size": 1}  # 256 passes of one image
+    heavy = client.Explain.future(request("r18", "occlusion", tensor_input(7), options=options))
+    deadline = time.monotonic() + 30
+    while not slot.waiting_above(Priority.BACKGROUND) and not slot._held:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    light = client.Explain(request("r18", "gradcam", tensor_input(8)))
+    assert len(light.heatmaps) == 1
+    assert not heavy.done(), "the Grad-CAM request waited for the whole occlusion"
+    assert len(heavy.result(timeout=120).heatmaps) == 1

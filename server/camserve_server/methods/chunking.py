@@ -1,12 +1,17 @@
-"""Size the batches of perturbed inputs to an option and the model's memory budget."""
+"""Size the batches of perturbed inputs to an option and the model's memory budget,
+and give the device up between chunks when lighter work is waiting."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 
 from ..models import ExplainableModel
 
 MAX_ROWS_PER_PASS = 256
+
+_local = threading.local()
 
 
 def rows_per_pass(model: ExplainableModel, requested: int = 0, *, backward: bool = False) -> int:
@@ -21,7 +26,26 @@ def rows_per_pass(model: ExplainableModel, requested: int = 0, *, backward: bool
     return max(1, min(requested, limit) if requested > 0 else limit)
 
 
+@contextlib.contextmanager
+def between_chunks(gate: Callable[[], object]) -> Iterator[None]:
+    """Call ``gate`` between two chunks of every ``spans`` loop run by this thread.
+
+    The device worker passes a gate that hands the device to waiting
+    explanation batches, so a heavy request is interleaved chunk by chunk.
+    """
+    previous = getattr(_local, "gate", None)
+    _local.gate = gate
+    try:
+        yield
+    finally:
+        _local.gate = previous
+
+
 def spans(total: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of consecutive chunks of at most ``size`` covering ``range(total)``."""
     for start in range(0, total, size):
+        if start > 0:
+            gate = getattr(_local, "gate", None)
+            if gate is not None:
+                gate()
         yield start, min(total, start + size)

@@ -108,14 +108,21 @@ class Batcher:
         self._closed = True
         self._changed.set()
 
-    async def next_batch(self) -> list[WorkItem]:
-        """Wait for a ready group and take up to its batch limit; [] once closed and empty."""
+    async def next_batch(self, accept: Callable[[GroupKey], bool] | None = None) -> list[WorkItem]:
+        """Wait for a ready group and take up to its batch limit; [] once closed and empty.
+
+        ``accept`` restricts the groups this caller takes (a worker's lane for
+        light or heavy methods); None takes any.
+        """
         while True:
             self._drop_abandoned()
             now = time.monotonic()
+            mine = {
+                key: queue for key, queue in self._groups.items() if accept is None or accept(key)
+            }
             ready = [
                 (queue[0].enqueued, key)
-                for key, queue in self._groups.items()
+                for key, queue in mine.items()
                 if len(queue) >= self._limit(key)
                 or now - queue[0].enqueued >= self.max_delay_s
                 or self._arriving == 0
@@ -124,11 +131,11 @@ class Batcher:
             if ready:
                 _, key = min(ready, key=lambda r: r[0])
                 return self._take(key)
-            if self._closed:
+            if self._closed and not mine:
                 return []
             timeout = None
-            if self._groups:
-                oldest = min(queue[0].enqueued for queue in self._groups.values())
+            if mine:
+                oldest = min(queue[0].enqueued for queue in mine.values())
                 timeout = max(0.0, oldest + self.max_delay_s - now)
             self._changed.clear()
             with contextlib.suppress(TimeoutError):

@@ -1,9 +1,13 @@
 """Device workers: one per device, each running batches on its own copy of every model.
 
 A worker takes a batch from the batcher, drops requests whose caller left or
-whose deadline passed, and computes the rest in its own thread (the event loop
-stays free). A failure fails only the requests it must: out of memory splits
-the batch and retries the halves; any other error retries each request alone.
+whose deadline passed, and computes the rest off the event loop. It serves two
+lanes, light methods and heavy ones, each in its own thread; both hold the
+device's ``DeviceSlot`` while they compute, light batches first, and a heavy
+batch hands the device over between its chunks whenever a light batch waits.
+Jobs and indexing run one short step at a time through ``run_step``, behind
+both. A failure fails only the requests it must: out of memory splits the
+batch and retries the halves; any other error retries each request alone.
 """
 
 from __future__ import annotations
@@ -14,16 +18,22 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
-from ..errors import CamserveError, DeadlineExceeded, Overloaded
+from ..errors import CamserveError, DeadlineExceeded, Overloaded, Unavailable
 from ..methods import BatchResult, explain, get_method
+from ..methods.chunking import between_chunks
+from ..models import ExplainableModel
+from .batcher import Batcher, GroupKey, WorkItem
+from .device_slot import DeviceSlot, Priority
+from .metrics import Metrics
 
 __all__ = ["CacheWriter", "DeviceWorker", "InternalError", "ItemResult", "explain"]
-from ..models import ExplainableModel
-from .batcher import Batcher, WorkItem
-from .metrics import Metrics
+
+T = TypeVar("T")
+STEP_THREADS = 4
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +80,75 @@ class DeviceWorker:
         self.batcher = batcher
         self.metrics = metrics
         self.cache_writer = cache_writer
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"worker-{device}")
+        self.slot = DeviceSlot()
+        self._lanes = {
+            heavy: ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"worker-{device}-{'heavy' if heavy else 'light'}"
+            )
+            for heavy in (False, True)
+        }
+        self._steps = ThreadPoolExecutor(
+            max_workers=STEP_THREADS, thread_name_prefix=f"worker-{device}-steps"
+        )
+        self._pending = 0
+        self._stopped = False
+
+    @property
+    def pending(self) -> int:
+        """Batches and steps queued or running on this worker."""
+        return self._pending
 
     async def run(self) -> None:
-        """Serve batches until the batcher is closed and drained."""
+        """Serve both lanes until the batcher is closed and drained."""
+        try:
+            await asyncio.gather(self._serve(heavy=False), self._serve(heavy=True))
+        finally:
+            self._stopped = True
+            for executor in (*self._lanes.values(), self._steps):
+                executor.shutdown(wait=True)
+
+    async def run_step(
+        self,
+        fn: Callable[[dict[str, ExplainableModel]], T],
+        *,
+        priority: Priority = Priority.BACKGROUND,
+    ) -> T:
+        """Run ``fn(models)`` on this device, holding it only for this call.
+
+        ``models`` maps each model name to this worker's replica. Keep a step
+        short (one pass): explanation batches wait for it to finish.
+        """
+        if self._stopped:
+            raise Unavailable("the server is shutting down")
         loop = asyncio.get_running_loop()
+        self._pending += 1
+        try:
+            return await loop.run_in_executor(self._steps, self._hold_for_step, fn, priority)
+        except RuntimeError as exc:  # the executor shut down under us
+            if self._stopped:
+                raise Unavailable("the server is shutting down") from exc
+            raise
+        finally:
+            self._pending -= 1
+
+    def _hold_for_step(
+        self, fn: Callable[[dict[str, ExplainableModel]], T], priority: Priority
+    ) -> T:
+        with self.slot.hold(priority):
+            return fn(self.models)
+
+    def _is_heavy(self, group: GroupKey) -> bool:
+        return get_method(group.method).heavy
+
+    async def _serve(self, *, heavy: bool) -> None:
+        loop = asyncio.get_running_loop()
+        priority = Priority.HEAVY if heavy else Priority.LIGHT
+
+        def accept(group: GroupKey) -> bool:
+            return self._is_heavy(group) == heavy
+
         while True:
-            batch = await self.batcher.next_batch()
+            batch = await self.batcher.next_batch(accept)
             if not batch:
                 break
             now = time.monotonic()
@@ -91,21 +163,36 @@ class DeviceWorker:
             if not live:
                 continue
             group = live[0].group
+            self.metrics.batch_size.labels(group.model, group.method).observe(len(live))
+            self._pending += 1
+            try:
+                started, outcomes = await loop.run_in_executor(
+                    self._lanes[heavy], self._compute_holding, live, priority
+                )
+            finally:
+                self._pending -= 1
             for item in live:
                 self.metrics.queue_wait.labels(group.model, group.method).observe(
-                    now - item.enqueued
+                    started - item.enqueued
                 )
-            self.metrics.batch_size.labels(group.model, group.method).observe(len(live))
-            outcomes = await loop.run_in_executor(self._thread, self.compute, live)
             for item, outcome in zip(live, outcomes, strict=True):
                 if item.future.done():
                     continue
                 if isinstance(outcome, BaseException):
                     item.future.set_exception(outcome)
                 else:
-                    outcome.queue_s = now - item.enqueued
+                    outcome.queue_s = started - item.enqueued
                     item.future.set_result(outcome)
-        self._thread.shutdown(wait=True)
+
+    def _compute_holding(
+        self, items: list[WorkItem], priority: Priority
+    ) -> tuple[float, list[ItemResult | CamserveError]]:
+        """``compute`` while holding the device; a heavy batch yields it between chunks.
+
+        Returns when the device was acquired (the end of the queue wait) and the outcomes.
+        """
+        with self.slot.hold(priority), between_chunks(lambda: self.slot.yield_to_waiting(priority)):
+            return time.monotonic(), self.compute(items)
 
     def compute(self, items: list[WorkItem]) -> list[ItemResult | CamserveError]:
         """Run one batch; on failure split it so only the failing requests fail."""
