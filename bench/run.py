@@ -10,39 +10,51 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
-import statistics
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import torch
 import torchvision
 
+from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
+from camserve_server import config as config_module
 from camserve_server.config import Settings, load_config_file
 from camserve_server.inprocess import ServerThread
+from camserve_server.methods.chunking import rows_per_pass
 from camserve_server.models.imaging import Preprocess, decode_image
 
-from . import baselines
-from .inputs import jpeg_images
+from . import baselines, onnx_runtime, precision
+from .inputs import INPUT_KINDS, FreshInputs, InputKind, image_inputs, jpeg_images
+from .latency import cache_pairs, overhead
 from .loadgen import build_request, run_load
+from .memory import MemoryCase, peak_memory
+from .report import ratios, table
 
 CONFIG = """
 [[models]]
 name = "bench"
-arch = "{arch}"
+{source} = "{value}"
 input_size = [{size}, {size}]
 """
+MODEL = "bench"
 
 
-def _server(arch: str, size: int, folder: Path, **overrides: Any) -> ServerThread:
+def _server(
+    arch: str, size: int, folder: Path, *, onnx: Path | None = None, **overrides: Any
+) -> ServerThread:
+    """A server of ``arch`` (seeded random weights), or of the ONNX file ``onnx``."""
     config = folder / "bench.toml"
-    config.write_text(CONFIG.format(arch=arch, size=size))
+    source, value = ("onnx", onnx.name) if onnx is not None else ("arch", arch)
+    config.write_text(CONFIG.format(source=source, value=value, size=size))
     _, models = load_config_file(config)
     settings = replace(Settings(port=0, metrics_port=-1), models=models, **overrides)
     thread = ServerThread(settings)
@@ -53,7 +65,7 @@ def _server(arch: str, size: int, folder: Path, **overrides: Any) -> ServerThrea
 def _batch_sizes(thread: ServerThread, method: str) -> dict[str, float]:
     assert thread.runtime is not None
     registry = thread.runtime.metrics.registry
-    labels = {"model": "bench", "method": method}
+    labels = {"model": MODEL, "method": method}
     count = registry.get_sample_value("camserve_batch_size_count", labels) or 0.0
     total = registry.get_sample_value("camserve_batch_size_sum", labels) or 0.0
     buckets = {}
@@ -68,211 +80,341 @@ def _batch_sizes(thread: ServerThread, method: str) -> dict[str, float]:
     return {"mean": total / count if count else 0.0, **buckets}
 
 
+def _cache_counts(thread: ServerThread) -> tuple[float, float]:
+    """Cache hits (any tier) and look-ups (each reaches the memory tier first) so far, from
+    the server's ``camserve_cache_hits_total`` and ``camserve_cache_misses_total``."""
+    assert thread.runtime is not None
+    registry = thread.runtime.metrics.registry
+
+    def value(name: str, tier: str) -> float:
+        return registry.get_sample_value(name, {"tier": tier}) or 0.0
+
+    hits = value("camserve_cache_hits_total", "memory") + value(
+        "camserve_cache_hits_total", "redis"
+    )
+    lookups = value("camserve_cache_hits_total", "memory") + value(
+        "camserve_cache_misses_total", "memory"
+    )
+    return hits, lookups
+
+
 def _baseline_model(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)  # the same weights the server builds
     model: torch.nn.Module = torchvision.models.get_model(arch, weights=None)
     return model.eval()
 
 
-def _cache_pairs(address: str, images: list[bytes]) -> dict[str, float]:
-    """Cold: a fresh image; warm: the same image, another target and another CAM method."""
-    channel = grpc.insecure_channel(address)
+def _served(
+    address: str, method: str, images: list[bytes], options: dict[str, float]
+) -> tuple[float, list[np.ndarray]]:
+    """Seconds per image of ``method`` served one request at a time, and its heatmaps."""
+    channel = grpc.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 64 << 20)]
+    )
     stub = explain_pb2_grpc.ExplainServiceStub(channel)
-    cold, warm = [], []
-    for image in images:
-        started = time.perf_counter()
-        first = stub.Explain(build_request("bench", "gradcam", image))
-        cold.append(time.perf_counter() - started)
-        assert not first.cache_hit
-        second = build_request("bench", "gradcam++", image)
-        second.targets.CopyFrom(pb.Targets(classes=[first.top_classes[1].index]))
-        started = time.perf_counter()
-        reply = stub.Explain(second)
-        warm.append(time.perf_counter() - started)
-        assert reply.cache_hit
+    maps = []
+    requests = [build_request(MODEL, method, image, options) for image in images]
+    started = time.perf_counter()
+    for request in requests:
+        reply = stub.Explain(request, timeout=1800)
+        maps.append(tensors.from_proto(reply.heatmaps[0].map, copy=True))
+    seconds = (time.perf_counter() - started) / len(images)
     channel.close()
-    cold_ms, warm_ms = statistics.median(cold) * 1e3, statistics.median(warm) * 1e3
-    return {"cold_p50_ms": cold_ms, "warm_p50_ms": warm_ms, "speedup": cold_ms / warm_ms}
+    return seconds, maps
 
 
-def _overhead(address: str, images: list[bytes]) -> dict[str, float]:
-    """Latency minus compute at concurrency 1 (decode, queue, serialisation, transport)."""
-    channel = grpc.insecure_channel(address)
-    stub = explain_pb2_grpc.ExplainServiceStub(channel)
-    overheads, decode = [], []
-    for image in images:
-        started = time.perf_counter()
-        reply = stub.Explain(build_request("bench", "gradcam", image))
-        latency_ms = (time.perf_counter() - started) * 1e3
-        overheads.append(latency_ms - reply.timings.compute_ms)
-        decode.append(reply.timings.decode_ms)
-    channel.close()
+def _load(
+    thread: ServerThread, args: argparse.Namespace, fresh: FreshInputs, kind: InputKind
+) -> dict[str, Any]:
+    hits_before, lookups_before = _cache_counts(thread)
+    load = asyncio.run(
+        run_load(
+            thread.address,
+            MODEL,
+            ["gradcam"],
+            fresh,
+            concurrency=args.concurrency,
+            requests=None if args.duration else args.requests,
+            duration_s=args.duration,
+            repeat_share=args.repeat_share,
+            input_kind=kind,
+        )
+    )
+    hits, lookups = _cache_counts(thread)
+    lookups -= lookups_before
     return {
-        "overhead_p50_ms": statistics.median(overheads),
-        "decode_p50_ms": statistics.median(decode),
+        **load.summary(),
+        "server_cache_hit_rate": (hits - hits_before) / lookups if lookups else float("nan"),
+        "inputs_made_during_run": fresh.made_during_run,
     }
 
 
-def _served_seconds(
-    address: str, method: str, images: list[bytes], options: dict[str, float]
-) -> float:
-    channel = grpc.insecure_channel(address)
-    stub = explain_pb2_grpc.ExplainServiceStub(channel)
-    started = time.perf_counter()
-    for image in images:
-        stub.Explain(build_request("bench", method, image, options), timeout=1800)
-    channel.close()
-    return (time.perf_counter() - started) / len(images)
+def _max_diff(maps: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    return max(float(np.abs(a - b).max()) for a, b in zip(maps, reference, strict=True))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _server_loads_onnx() -> bool:
+    """Whether this server's config accepts ``onnx = "m.onnx"`` models."""
+    return "onnx" in getattr(config_module, "MODEL_SOURCES", ())
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--requests", type=int, default=96, help="requests in the load run")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="run the load for S seconds instead"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--input", choices=INPUT_KINDS, default="jpeg", help="load run's input")
+    parser.add_argument(
+        "--repeat-share", type=float, default=0.0, help="share of load requests on seen images"
+    )
     parser.add_argument("--library-requests", type=int, default=12)
     parser.add_argument("--perturbation-images", type=int, default=2)
+    parser.add_argument(
+        "--memory-budgets", default="1024,256", help="budgets (MiB) for the memory section"
+    )
+    parser.add_argument(
+        "--scorecam-layer", default="layer1", help="Score-CAM's layer in the memory section"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="tiny settings: checks the harness runs"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.quick:
-        args.arch, args.size, args.requests, args.concurrency = "resnet18", 64, 12, 4
+        args.arch, args.size, args.concurrency = "resnet18", 64, 4
+        args.requests = min(args.requests, 12)
+        args.duration = min(args.duration, 2.0) if args.duration else None
         args.library_requests, args.perturbation_images = 3, 1
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    results: dict[str, Any] = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "device": "cpu",
-        },
-        "model": {"arch": args.arch, "input": args.size},
-    }
-    images = jpeg_images(args.requests * 2 + 64, args.size, seed=1)
-    window, stride = (32, 16) if not args.quick else (16, 16)
-    occlusion_options = {"window": float(window), "stride": float(stride)}
-    with tempfile.TemporaryDirectory() as folder:
-        batched = _server(args.arch, args.size, Path(folder))
-        try:
-            asyncio.run(run_load(batched.address, "bench", ["gradcam"], images[:8],
-                                 concurrency=4, requests=8))  # fmt: skip
-            load = asyncio.run(
-                run_load(
-                    batched.address,
-                    "bench",
-                    ["gradcam"],
-                    images[8:],
-                    concurrency=args.concurrency,
-                    requests=args.requests,
-                )
-            )
-            results["gradcam"] = {**load.summary(), "batch_size": _batch_sizes(batched, "gradcam")}
-            fresh = images[8 + args.requests :]
-            results["cache"] = _cache_pairs(batched.address, fresh[:8])
-            results["overhead"] = _overhead(batched.address, fresh[8:24])
-            perturb = fresh[24 : 24 + args.perturbation_images]
-            results["occlusion"] = {
-                "camserve_s_per_image": _served_seconds(
-                    batched.address, "occlusion", perturb, occlusion_options
-                )
-            }
-            results["integrated_gradients"] = {
-                "camserve_s_per_image": _served_seconds(
-                    batched.address, "integrated_gradients", perturb, {}
-                )
-            }
-        finally:
-            batched.stop()
-        single = _server(args.arch, args.size, Path(folder), max_batch_size=1)
-        try:
-            load = asyncio.run(
-                run_load(
-                    single.address,
-                    "bench",
-                    ["gradcam"],
-                    images[8:],
-                    concurrency=args.concurrency,
-                    requests=args.requests,
-                )
-            )
-            results["gradcam_unbatched"] = load.summary()
-        finally:
-            single.stop()
+    return args
 
-    model = _baseline_model(args.arch)
-    mean_batch = max(1, round(results["gradcam"]["batch_size"]["mean"]))
-    results["model"]["forward_ips"] = baselines.forward_throughput(model, mean_batch, args.size)
+
+@dataclass
+class Workload:
+    """The run's images, split so no cold measurement ever sees an image twice."""
+
+    args: argparse.Namespace
+    preprocess: Preprocess
+    images: list[bytes]
+    pool: int
+
+    @property
+    def kind(self) -> InputKind:
+        kind: InputKind = self.args.input
+        return kind
+
+    def part(self, name: str) -> list[bytes]:
+        """Disjoint slices: warm-up, the load pools, cache pairs, overhead, perturbation."""
+        sizes = {
+            "warmup": 8,
+            "load": self.pool,
+            "unbatched": self.pool,
+            "cache_jpeg": 8,
+            "cache_tensor": 8,
+            "overhead_jpeg": 16,
+            "overhead_tensor": 16,
+            "perturb": self.args.perturbation_images,
+        }
+        start = 0
+        for key, size in sizes.items():
+            if key == name:
+                return self.images[start : start + size]
+            start += size
+        raise KeyError(name)
+
+    def inputs(self, name: str, kind: InputKind | None = None) -> list[pb.ImageInput]:
+        return image_inputs(self.part(name), kind or self.kind, self.preprocess)
+
+    def fresh(self, name: str) -> FreshInputs:
+        return FreshInputs(self.inputs(name), self.kind, self.preprocess, self.args.size)
+
+
+def _batched_section(work: Workload, folder: Path, results: dict[str, Any]) -> list[np.ndarray]:
+    """Load, cache, overhead and served perturbation methods on the default server;
+    returns the served occlusion maps (the ONNX parity reference)."""
+    args = work.args
+    occlusion = _occlusion_options(args)
+    server = _server(args.arch, args.size, folder)
+    try:
+        asyncio.run(run_load(server.address, MODEL, ["gradcam"], work.inputs("warmup"),
+                             concurrency=4, requests=8))  # fmt: skip
+        results["gradcam"] = {
+            **_load(server, args, work.fresh("load"), work.kind),
+            "batch_size": _batch_sizes(server, "gradcam"),
+        }
+        results["cache"] = {
+            kind: cache_pairs(server.address, MODEL, work.inputs(f"cache_{kind}", kind))
+            for kind in INPUT_KINDS
+        }
+        results["overhead"] = {
+            kind: overhead(server.address, MODEL, work.inputs(f"overhead_{kind}", kind))
+            for kind in INPUT_KINDS
+        }
+        seconds, maps = _served(server.address, "occlusion", work.part("perturb"), occlusion)
+        results["occlusion"] = {"camserve_s_per_image": seconds}
+        seconds, _ = _served(server.address, "integrated_gradients", work.part("perturb"), {})
+        results["integrated_gradients"] = {"camserve_s_per_image": seconds}
+        assert server.runtime is not None
+        results["occlusion"]["chunk"] = rows_per_pass(server.runtime.models[MODEL].primary)
+    finally:
+        server.stop()
+    single = _server(args.arch, args.size, folder, max_batch_size=1)
+    try:
+        results["gradcam_unbatched"] = _load(single, args, work.fresh("unbatched"), work.kind)
+    finally:
+        single.stop()
+    return maps
+
+
+def _baseline_section(
+    work: Workload, model: torch.nn.Module, results: dict[str, Any]
+) -> list[torch.Tensor]:
+    """The model's own speed and the libraries; returns the perturbation inputs."""
+    args, size = work.args, work.args.size
+    batch = max(1, round(results["gradcam"]["batch_size"]["mean"]))
     nhwc = _baseline_model(args.arch).to(memory_format=torch.channels_last)
-    results["model"]["forward_channels_last_ips"] = baselines.forward_throughput(
-        nhwc, mean_batch, args.size
+    results["model"].update(
+        batch=batch,
+        forward_ips=baselines.forward_throughput(model, batch, size),
+        forward_channels_last_ips=baselines.forward_throughput(nhwc, batch, size),
+        forward_backward_ips=baselines.forward_backward_throughput(model, batch, size),
     )
-    results["model"]["forward_backward_ips"] = baselines.forward_backward_throughput(
-        model, mean_batch, args.size
-    )
-    results["model"]["batch"] = mean_batch
-    preprocess = Preprocess(input_size=(args.size, args.size))
-    layer = model.get_submodule("layer4")
     results["pytorch_grad_cam_rps"] = baselines.pytorch_grad_cam_rate(
-        model, layer, images[: args.library_requests], preprocess
+        model,
+        model.get_submodule("layer4"),
+        work.part("load")[: args.library_requests],
+        work.preprocess,
     )
-    inputs = [preprocess(decode_image(data))[0] for data in perturb]
+    inputs = [work.preprocess(decode_image(data))[0] for data in work.part("perturb")]
+    window, stride = _window_stride(args)
     results["occlusion"]["captum_s_per_image"] = baselines.captum_occlusion_seconds(
         model, inputs, window, stride
     )
     results["integrated_gradients"]["captum_s_per_image"] = (
         baselines.captum_integrated_gradients_seconds(model, inputs)
     )
-    results["ratios"] = _ratios(results)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print(_table(results))
+    return inputs
+
+
+def _onnx_section(
+    work: Workload,
+    model: torch.nn.Module,
+    inputs: list[torch.Tensor],
+    served_maps: list[np.ndarray],
+    folder: Path,
+    results: dict[str, Any],
+) -> None:
+    """onnxruntime: forward throughput, and occlusion served on the ONNX model when the
+    server loads ONNX, else run by the engine-equivalent loop."""
+    args = work.args
+    window, stride = _window_stride(args)
+    path = onnx_runtime.export(model, args.size, folder)
+    session = onnx_runtime.session(path, torch.get_num_threads())
+    chunk = results["occlusion"]["chunk"]
+    loop_seconds, loop_maps = onnx_runtime.occlusion_seconds(session, inputs, window, stride, chunk)
+    ort: dict[str, Any] = {
+        "forward_ips": onnx_runtime.forward_throughput(
+            session, results["model"]["batch"], args.size
+        ),
+        "occlusion_s_per_image": loop_seconds,
+        "occlusion_chunk": chunk,
+        "occlusion_served_on_onnx": False,
+        "occlusion_max_abs_diff_vs_camserve": _max_diff(loop_maps, served_maps),
+    }
+    if _server_loads_onnx():
+        server = _server(args.arch, args.size, folder, onnx=path)
+        try:
+            seconds, maps = _served(
+                server.address, "occlusion", work.part("perturb"), _occlusion_options(args)
+            )
+            assert server.runtime is not None
+            served_chunk = rows_per_pass(server.runtime.models[MODEL].primary)
+        finally:
+            server.stop()
+        ort.update(
+            occlusion_served_on_onnx=True,
+            occlusion_loop_s_per_image=loop_seconds,
+            occlusion_s_per_image=seconds,
+            occlusion_chunk=served_chunk,
+            occlusion_max_abs_diff_vs_camserve=_max_diff(maps, served_maps),
+        )
+    results["onnxruntime"] = ort
+
+
+def _window_stride(args: argparse.Namespace) -> tuple[int, int]:
+    return (16, 16) if args.quick else (32, 16)
+
+
+def _occlusion_options(args: argparse.Namespace) -> dict[str, float]:
+    window, stride = _window_stride(args)
+    return {"window": float(window), "stride": float(stride)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    threads = torch.get_num_threads()
+    results: dict[str, Any] = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": threads,
+            "torch": torch.__version__,
+            "device": "cpu",
+            "load_average": os.getloadavg(),
+        },
+        "model": {"arch": args.arch, "input": args.size},
+        "settings": {
+            "input": args.input,
+            "mode": "duration" if args.duration else "requests",
+            "duration_s": args.duration,
+            "requests": None if args.duration else args.requests,
+            "concurrency": args.concurrency,
+        },
+    }
+    pool = args.requests if not args.duration else max(args.requests, 64)
+    work = Workload(
+        args,
+        Preprocess(input_size=(args.size, args.size)),
+        jpeg_images(2 * pool + 56 + args.perturbation_images, args.size, seed=1),
+        pool,
+    )
+    model = _baseline_model(args.arch)
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        served_maps = _batched_section(work, folder, results)
+        inputs = _baseline_section(work, model, results)
+        _onnx_section(work, model, inputs, served_maps, folder, results)
+    batch = results["model"]["batch"]
+    batch_x = torch.stack([work.preprocess(decode_image(d))[0] for d in work.part("load")[:batch]])
+    results["precision"] = precision.compare(model, "layer4", batch_x)
+    cases = _memory_cases(args.quick, args.scorecam_layer, _occlusion_options(args), batch)
+    budgets = [int(b) for b in args.memory_budgets.split(",")]
+    results["memory"] = peak_memory(args.arch, args.size, cases, budgets, threads)
+    results["machine"]["load_average_after"] = os.getloadavg()
+    results["ratios"] = ratios(results)
+    print(json.dumps(results, indent=2) if args.json else table(results))
     return 0
 
 
-def _ratios(r: dict[str, Any]) -> dict[str, float]:
-    served = r["gradcam"]["throughput_rps"]
-    return {
-        "gradcam_vs_forward": served / r["model"]["forward_ips"],
-        "gradcam_vs_forward_channels_last": served / r["model"]["forward_channels_last_ips"],
-        "gradcam_vs_pytorch_grad_cam": served / r["pytorch_grad_cam_rps"],
-        "gradcam_vs_unbatched": served / r["gradcam_unbatched"]["throughput_rps"],
-        "cache_warm_speedup": r["cache"]["speedup"],
-        "occlusion_vs_captum": r["occlusion"]["captum_s_per_image"]
-        / r["occlusion"]["camserve_s_per_image"],
-        "integrated_gradients_vs_captum": r["integrated_gradients"]["captum_s_per_image"]
-        / r["integrated_gradients"]["camserve_s_per_image"],
-    }
-
-
-def _table(r: dict[str, Any]) -> str:
-    g, u, c, o = r["gradcam"], r["gradcam_unbatched"], r["cache"], r["overhead"]
-    rows = [
-        ("model", f"{r['model']['arch']} at {r['model']['input']}, "
-                  f"{r['machine']['threads']} threads"),
-        (f"model forward (batch {r['model']['batch']})", f"{r['model']['forward_ips']:.1f} img/s"),
-        ("model forward, channels_last", f"{r['model']['forward_channels_last_ips']:.1f} img/s"),
-        ("model forward+input backward", f"{r['model']['forward_backward_ips']:.1f} img/s"),
-        ("camserve gradcam served", f"{g['throughput_rps']:.1f} req/s  p50 {g['p50_ms']:.0f} ms  "
-                                    f"p95 {g['p95_ms']:.0f} ms  p99 {g['p99_ms']:.0f} ms"),
-        ("  batch size mean", f"{g['batch_size']['mean']:.1f}"),
-        ("camserve gradcam, max_batch_size=1", f"{u['throughput_rps']:.1f} req/s"),
-        ("pytorch-grad-cam, one at a time", f"{r['pytorch_grad_cam_rps']:.1f} req/s"),
-        ("cache: cold / warm p50", f"{c['cold_p50_ms']:.1f} ms / {c['warm_p50_ms']:.2f} ms"),
-        ("service overhead p50 (concurrency 1)", f"{o['overhead_p50_ms']:.2f} ms "
-                                                 f"(decode {o['decode_p50_ms']:.2f} ms)"),
-        ("occlusion camserve / captum", f"{r['occlusion']['camserve_s_per_image']:.2f} s / "
-                                        f"{r['occlusion']['captum_s_per_image']:.2f} s per image"),
-        ("integrated gradients camserve / captum",
-         f"{r['integrated_gradients']['camserve_s_per_image']:.2f} s / "
-         f"{r['integrated_gradients']['captum_s_per_image']:.2f} s per image"),
-    ]  # fmt: skip
-    rows += [(f"ratio {name}", f"{value:.2f}x") for name, value in r["ratios"].items()]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+def _memory_cases(
+    quick: bool, scorecam_layer: str, occlusion: dict[str, float], gradcam_batch: int
+) -> list[MemoryCase]:
+    """Grad-CAM at the served batch size, then each perturbation method on one image
+    (its chunks, not the image count, set its peak). ``quick``: one forward-only and one
+    backward perturbation method, to keep the harness check short."""
+    cases = [
+        MemoryCase("gradcam", batch=gradcam_batch),
+        MemoryCase("occlusion", options=occlusion),
+        MemoryCase("scorecam", layer=scorecam_layer),
+        MemoryCase("ablationcam"),
+        MemoryCase("integrated_gradients"),
+        MemoryCase("smoothgrad"),
+    ]
+    keep = ("gradcam", "occlusion", "integrated_gradients") if quick else ()
+    return [case for case in cases if not keep or case.method in keep]
 
 
 if __name__ == "__main__":

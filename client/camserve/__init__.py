@@ -12,6 +12,7 @@ from camserve.async_client import AsyncExplainClient
 from camserve.client import ExplainClient
 from camserve.errors import (
     CamserveError,
+    ConflictError,
     DeadlineExceededError,
     InternalError,
     InvalidArgumentError,
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncExplainClient",
     "CamserveError",
     "ClassScore",
+    "ConflictError",
     "DeadlineExceededError",
     "ExplainClient",
     "Explanation",

@@ -20,7 +20,12 @@ from camserve.errors import InvalidArgumentError
 
 MIB: Final = 1 << 20
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * MIB
-SERVICES: Final = ("camserve.v1.ExplainService", "grpc.health.v1.Health")
+SERVICES: Final = (
+    "camserve.v1.ExplainService",
+    "camserve.v1.VisualizeService",
+    "camserve.v1.ImageSetService",
+    "grpc.health.v1.Health",
+)
 MAX_ATTEMPTS_LIMIT: Final = 5  # gRPC caps retryPolicy.maxAttempts at 5
 
 PemSource = bytes | str | os.PathLike[str]

@@ -8,14 +8,23 @@ happen in a worker thread, off the event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+import functools
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, overload
 
 import grpc
 import numpy.typing as npt
 
-from camserve import _health, _inputs, results
+from camserve import _health, _inputs, _sets, _visualize, jobs, results
 from camserve._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_ATTEMPTS_LIMIT,
@@ -25,10 +34,15 @@ from camserve._channel import (
 )
 from camserve._inputs import ImageInput, OptionValue
 from camserve._many import ManyRun, Outcome, Progress
+from camserve._visualize import ProgressCallback
 from camserve.errors import CamserveError, from_rpc_error
+from camserve.jobs import JobMethodInfo, VisualizationEvent, VisualizationResult
 from camserve.results import Activations, Explanation, Filters, MethodInfo, ModelInfo
+from camserve.sets import ActivatingPatch, EmbeddingMap, ImageSet, IndexResult, Neighbour
 from camserve.v1 import explain_pb2 as pb
-from camserve.v1 import explain_pb2_grpc
+from camserve.v1 import explain_pb2_grpc, imagesets_pb2_grpc, jobs_pb2_grpc
+from camserve.v1 import imagesets_pb2 as set_pb
+from camserve.v1 import jobs_pb2 as jpb
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -70,6 +84,8 @@ class AsyncExplainClient:
         self._metadata = self.config.metadata()
         self._channel = open_aio_channel(self.config)
         self._stub = explain_pb2_grpc.ExplainServiceStub(self._channel)
+        self._job_stub = jobs_pb2_grpc.VisualizeServiceStub(self._channel)
+        self._set_stub = imagesets_pb2_grpc.ImageSetServiceStub(self._channel)
         self._health_check = self._channel.unary_unary(
             _health.CHECK_METHOD,
             request_serializer=_health.encode_request,
@@ -283,6 +299,191 @@ class AsyncExplainClient:
         """The server's health status; see ``ExplainClient.health``."""
         status: str = await self._call(self._health_check, service, timeout)
         return status
+
+    # -- optimisation jobs (see camserve.jobs) -----------------------------------------
+
+    def visualize_events(
+        self,
+        *,
+        method: str,
+        model: str,
+        image: ImageInput | None = None,
+        tensor: npt.ArrayLike | None = None,
+        target: int | None = None,
+        layer: str | None = None,
+        channel: int | None = None,
+        options: Mapping[str, OptionValue] | None = None,
+        style: ImageInput | None = None,
+        seed: int = 0,
+        preview_every: int = 0,
+        top_k: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncGenerator[VisualizationEvent, None]:
+        """Run an optimisation job: ``async for`` its progress events, then its result;
+        leaving the loop early cancels the job. See ``ExplainClient.visualize_events``."""
+        build = functools.partial(
+            _visualize.visualize_request,
+            method=method,
+            model=model,
+            image=image,
+            tensor=tensor,
+            target=target,
+            layer=layer,
+            channel=channel,
+            options=options,
+            style=style,
+            seed=seed,
+            preview_every=preview_every,
+            top_k=top_k,
+        )
+
+        def start(request: jpb.VisualizeRequest) -> Any:
+            return self._job_stub.Visualize(
+                request, timeout=self.config.resolve_timeout(timeout), metadata=self._metadata
+            )
+
+        return _visualize.astream(build, start)
+
+    async def visualize(
+        self,
+        *,
+        method: str,
+        model: str,
+        image: ImageInput | None = None,
+        tensor: npt.ArrayLike | None = None,
+        target: int | None = None,
+        layer: str | None = None,
+        channel: int | None = None,
+        options: Mapping[str, OptionValue] | None = None,
+        on_progress: ProgressCallback | None = None,
+        style: ImageInput | None = None,
+        seed: int = 0,
+        preview_every: int = 0,
+        top_k: int = 0,
+        timeout: float | None = None,
+    ) -> VisualizationResult:
+        """Run an optimisation job to its end; see ``ExplainClient.visualize``.
+        ``on_progress`` may be a plain function or a coroutine function."""
+        events = self.visualize_events(
+            method=method,
+            model=model,
+            image=image,
+            tensor=tensor,
+            target=target,
+            layer=layer,
+            channel=channel,
+            options=options,
+            style=style,
+            seed=seed,
+            preview_every=preview_every,
+            top_k=top_k,
+            timeout=timeout,
+        )
+        return await _visualize.acollect(events, on_progress)
+
+    async def job_methods(self, *, timeout: float | None = None) -> list[JobMethodInfo]:
+        """The optimisation job methods the server implements, with options and ranges."""
+        reply = await self._call(
+            self._job_stub.ListJobMethods, jpb.ListJobMethodsRequest(), timeout
+        )
+        return [jobs.job_method_info(m) for m in reply.methods]
+
+    # -- image sets (see camserve.sets) ------------------------------------------------
+
+    async def index(
+        self,
+        set: str,
+        images: Mapping[str, ImageInput] | Iterable[ImageInput],
+        model: str | None = None,
+        layers: Sequence[str] | None = None,
+        *,
+        embedding_layer: str | None = None,
+        progress: bool | _sets.Progress | None = True,
+        timeout: float | None = None,
+    ) -> IndexResult:
+        """Index images into a set; see ``ExplainClient.index``. Files are read and images
+        encoded in a worker thread, off the event loop."""
+        run = _sets.IndexRun(
+            set,
+            images,
+            model=model,
+            layers=layers,
+            embedding_layer=embedding_layer,
+            progress=progress,
+        )
+        messages = run.requests()
+
+        async def requests() -> AsyncIterator[set_pb.IndexImagesRequest]:
+            while (message := await asyncio.to_thread(next, messages, None)) is not None:
+                yield message
+
+        deadline = timeout if timeout is not None else run.deadline(self.config.timeout)
+        try:
+            call = self._set_stub.IndexImages(
+                requests(), timeout=self.config.resolve_timeout(deadline), metadata=self._metadata
+            )
+            async for reply in call:
+                run.on_reply(reply)
+        except grpc.RpcError as exc:
+            run.close_progress()
+            raise from_rpc_error(exc) from None
+        return run.finish()
+
+    async def top_activating(
+        self, set: str, layer: str | None, channel: int, k: int = 9, *, timeout: float | None = None
+    ) -> list[ActivatingPatch]:
+        """The members that most activate a channel; see ``ExplainClient.top_activating``."""
+        request = _sets.top_request(set, layer, channel, k)
+        return _sets.top_items(await self._call(self._set_stub.TopActivating, request, timeout))
+
+    async def neighbours(
+        self,
+        set: str,
+        image: ImageInput | None = None,
+        id: str | None = None,
+        k: int = 10,
+        space: str = "features",
+        *,
+        thumbnail_size: int = 0,
+        timeout: float | None = None,
+    ) -> list[Neighbour]:
+        """The members nearest an image or member; see ``ExplainClient.neighbours``."""
+        request = await asyncio.to_thread(
+            _sets.neighbours_request, set, image, id, k, space, thumbnail_size
+        )
+        reply = await self._call(self._set_stub.NearestNeighbours, request, timeout)
+        return _sets.neighbour_items(reply)
+
+    async def embedding_map(
+        self,
+        set: str,
+        method: str = "tsne",
+        *,
+        seed: int = 0,
+        max_points: int = 0,
+        thumbnail_size: int = 0,
+        timeout: float | None = None,
+    ) -> EmbeddingMap:
+        """A 2-D map of the set; see ``ExplainClient.embedding_map``."""
+        request = _sets.map_request(set, method, seed, max_points, thumbnail_size)
+        reply = await self._call(self._set_stub.EmbeddingMap, request, timeout)
+        return _sets.embedding_map(reply)
+
+    async def sets(self, *, timeout: float | None = None) -> list[ImageSet]:
+        """Every image set on the server."""
+        reply = await self._call(self._set_stub.ListSets, set_pb.ListSetsRequest(), timeout)
+        return [_sets.image_set(info) for info in reply.sets]
+
+    async def describe_set(self, name: str, *, timeout: float | None = None) -> ImageSet:
+        """One set's description."""
+        request = set_pb.DescribeSetRequest(**_sets.set_name_request(name))
+        return _sets.image_set(await self._call(self._set_stub.DescribeSet, request, timeout))
+
+    async def delete_set(self, name: str, *, timeout: float | None = None) -> int:
+        """Delete a set; the bytes freed on the server."""
+        request = set_pb.DeleteSetRequest(**_sets.set_name_request(name))
+        reply = await self._call(self._set_stub.DeleteSet, request, timeout)
+        return int(reply.bytes_freed)
 
 
 __all__ = ["AsyncExplainClient"]

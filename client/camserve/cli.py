@@ -3,6 +3,8 @@
     camserve explain IMAGES... --out DIR [--model M] [--method gradcam] [--target N]
     camserve report DIR --out report.html [--model M] [--methods gradcam,saliency,occlusion]
     camserve embed DIR [--plot map.png] [--save vectors.npz] [--model M]
+    camserve index DIR --set S --model M | patches | neighbours IMAGE | map | sets
+    camserve visualize --method M --channels 0-15 --out grid.png | adversarial IMAGE --out DIR
     camserve models | methods | health
 
 Connection options go before or after the command: ``--server`` (default
@@ -19,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from camserve import _commands
+from camserve import _commands, _job_commands, _set_commands
 from camserve.client import ExplainClient
 from camserve.errors import CamserveError, DeadlineExceededError, UnavailableError
 
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("models", _commands.models, "list the server's models")
     command("methods", _commands.methods, "list the explanation methods and their options")
     command("health", _commands.health, "show the server's health (exit 0 when serving)")
+    _set_commands.register(command)
+    _job_commands.register(command)
     return parser
 
 

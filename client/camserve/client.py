@@ -8,14 +8,14 @@ The client is thread-safe: one instance may serve many threads.
 from __future__ import annotations
 
 import queue
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, overload
 
 import grpc
 import numpy.typing as npt
 
-from camserve import _health, _inputs, results
+from camserve import _health, _inputs, _sets, _visualize, jobs, results
 from camserve._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_ATTEMPTS_LIMIT,
@@ -25,10 +25,15 @@ from camserve._channel import (
 )
 from camserve._inputs import ImageInput, OptionValue
 from camserve._many import ManyRun, Outcome, Progress
+from camserve._visualize import ProgressCallback
 from camserve.errors import CamserveError, from_rpc_error
+from camserve.jobs import JobMethodInfo, VisualizationEvent, VisualizationResult
 from camserve.results import Activations, Explanation, Filters, MethodInfo, ModelInfo
+from camserve.sets import ActivatingPatch, EmbeddingMap, ImageSet, IndexResult, Neighbour
 from camserve.v1 import explain_pb2 as pb
-from camserve.v1 import explain_pb2_grpc
+from camserve.v1 import explain_pb2_grpc, imagesets_pb2_grpc, jobs_pb2_grpc
+from camserve.v1 import imagesets_pb2 as set_pb
+from camserve.v1 import jobs_pb2 as jpb
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -80,6 +85,8 @@ class ExplainClient:
         self._metadata = self.config.metadata()
         self._channel = open_channel(self.config)
         self._stub = explain_pb2_grpc.ExplainServiceStub(self._channel)
+        self._job_stub = jobs_pb2_grpc.VisualizeServiceStub(self._channel)
+        self._set_stub = imagesets_pb2_grpc.ImageSetServiceStub(self._channel)
         self._health_check = self._channel.unary_unary(
             _health.CHECK_METHOD,
             request_serializer=_health.encode_request,
@@ -304,6 +311,199 @@ class ExplainClient:
         "SERVICE_UNKNOWN" ("" asks about the whole server)."""
         status: str = self._call(self._health_check, service, timeout)
         return status
+
+    # -- optimisation jobs (see camserve.jobs) -----------------------------------------
+
+    def visualize_events(
+        self,
+        *,
+        method: str,
+        model: str,
+        image: ImageInput | None = None,
+        tensor: npt.ArrayLike | None = None,
+        target: int | None = None,
+        layer: str | None = None,
+        channel: int | None = None,
+        options: Mapping[str, OptionValue] | None = None,
+        style: ImageInput | None = None,
+        seed: int = 0,
+        preview_every: int = 0,
+        top_k: int = 0,
+        timeout: float | None = None,
+    ) -> Generator[VisualizationEvent, None, None]:
+        """Run an optimisation job; yields ``VisualizationProgress`` per step, then the
+        ``VisualizationResult``. Leaving the loop early cancels the job. Arguments as
+        ``visualize``."""
+        request = _visualize.visualize_request(
+            method=method,
+            model=model,
+            image=image,
+            tensor=tensor,
+            target=target,
+            layer=layer,
+            channel=channel,
+            options=options,
+            style=style,
+            seed=seed,
+            preview_every=preview_every,
+            top_k=top_k,
+        )
+        call = self._job_stub.Visualize(
+            request, timeout=self.config.resolve_timeout(timeout), metadata=self._metadata
+        )
+        return _visualize.iterate(call)
+
+    def visualize(
+        self,
+        *,
+        method: str,
+        model: str,
+        image: ImageInput | None = None,
+        tensor: npt.ArrayLike | None = None,
+        target: int | None = None,
+        layer: str | None = None,
+        channel: int | None = None,
+        options: Mapping[str, OptionValue] | None = None,
+        on_progress: ProgressCallback | None = None,
+        style: ImageInput | None = None,
+        seed: int = 0,
+        preview_every: int = 0,
+        top_k: int = 0,
+        timeout: float | None = None,
+    ) -> VisualizationResult:
+        """Run an optimisation job (see ``job_methods()``) to its end.
+
+        ``image`` (path, bytes, PIL image or uint8 array) or ``tensor`` (float32
+        ``(3, H, W)``, normalised) is the starting or source image, when the method takes
+        one; ``target`` a class, ``layer`` and ``channel`` a unit to visualise; ``options``
+        the method's options (e.g. ``steps``, ``lr``, ``epsilon``); ``style`` the style
+        image of style transfer. The same arguments and ``seed`` give the same picture.
+        ``on_progress`` is called with each ``VisualizationProgress`` (with a preview
+        every ``preview_every`` steps). The deadline is ``timeout`` (default: the
+        client's); when it passes, the server stops the job.
+        """
+        events = self.visualize_events(
+            method=method,
+            model=model,
+            image=image,
+            tensor=tensor,
+            target=target,
+            layer=layer,
+            channel=channel,
+            options=options,
+            style=style,
+            seed=seed,
+            preview_every=preview_every,
+            top_k=top_k,
+            timeout=timeout,
+        )
+        return _visualize.collect(events, on_progress)
+
+    def job_methods(self, *, timeout: float | None = None) -> list[JobMethodInfo]:
+        """The optimisation job methods the server implements, with options and ranges."""
+        reply = self._call(self._job_stub.ListJobMethods, jpb.ListJobMethodsRequest(), timeout)
+        return [jobs.job_method_info(m) for m in reply.methods]
+
+    # -- image sets (see camserve.sets) ------------------------------------------------
+
+    def index(
+        self,
+        set: str,
+        images: Mapping[str, ImageInput] | Iterable[ImageInput],
+        model: str | None = None,
+        layers: Sequence[str] | None = None,
+        *,
+        embedding_layer: str | None = None,
+        progress: bool | _sets.Progress | None = True,
+        timeout: float | None = None,
+    ) -> IndexResult:
+        """Index ``images`` into the named set, created for ``model`` and ``layers`` when new.
+
+        ``images`` is a mapping id -> image (path, bytes, PIL image or uint8 array) or a
+        list of images (a path is named by its file name, anything else by its content
+        hash). Images already in the set are skipped; an image that cannot be read or
+        decoded fails alone (see ``IndexResult.failures``). ``layers`` default to the
+        model's default layer, ``embedding_layer`` to the penultimate representation.
+        ``progress``: True draws a bar on a terminal; a callable gets ``(done, total)``.
+        The call's deadline is ``timeout``, default the client's plus a second per image.
+        """
+        run = _sets.IndexRun(
+            set,
+            images,
+            model=model,
+            layers=layers,
+            embedding_layer=embedding_layer,
+            progress=progress,
+        )
+        deadline = timeout if timeout is not None else run.deadline(self.config.timeout)
+        try:
+            replies = self._set_stub.IndexImages(
+                run.requests(),
+                timeout=self.config.resolve_timeout(deadline),
+                metadata=self._metadata,
+            )
+            for reply in replies:
+                run.on_reply(reply)
+        except grpc.RpcError as exc:
+            run.close_progress()
+            raise from_rpc_error(exc) from None
+        return run.finish()
+
+    def top_activating(
+        self, set: str, layer: str | None, channel: int, k: int = 9, *, timeout: float | None = None
+    ) -> list[ActivatingPatch]:
+        """The ``k`` members that most activate ``channel`` of ``layer`` (None: the set's
+        first layer), highest first, each with the patch its maximal unit sees."""
+        request = _sets.top_request(set, layer, channel, k)
+        return _sets.top_items(self._call(self._set_stub.TopActivating, request, timeout))
+
+    def neighbours(
+        self,
+        set: str,
+        image: ImageInput | None = None,
+        id: str | None = None,
+        k: int = 10,
+        space: str = "features",
+        *,
+        thumbnail_size: int = 0,
+        timeout: float | None = None,
+    ) -> list[Neighbour]:
+        """The ``k`` members nearest ``image`` or the member ``id`` (left out of its own
+        neighbours), nearest first: 1 - cosine of embeddings (``space="features"``) or
+        pixel distance (``"pixels"``). ``thumbnail_size`` > 0 adds each one's thumbnail."""
+        request = _sets.neighbours_request(set, image, id, k, space, thumbnail_size)
+        reply = self._call(self._set_stub.NearestNeighbours, request, timeout)
+        return _sets.neighbour_items(reply)
+
+    def embedding_map(
+        self,
+        set: str,
+        method: str = "tsne",
+        *,
+        seed: int = 0,
+        max_points: int = 0,
+        thumbnail_size: int = 0,
+        timeout: float | None = None,
+    ) -> EmbeddingMap:
+        """The set's embeddings projected to 2-D ("pca" or "tsne") on the server, each point
+        with its predicted class; ``max_points`` > 0 returns a seeded sample of the points."""
+        request = _sets.map_request(set, method, seed, max_points, thumbnail_size)
+        return _sets.embedding_map(self._call(self._set_stub.EmbeddingMap, request, timeout))
+
+    def sets(self, *, timeout: float | None = None) -> list[ImageSet]:
+        """Every image set on the server."""
+        reply = self._call(self._set_stub.ListSets, set_pb.ListSetsRequest(), timeout)
+        return [_sets.image_set(info) for info in reply.sets]
+
+    def describe_set(self, name: str, *, timeout: float | None = None) -> ImageSet:
+        """One set's description: model, layers, size, bytes used and limits."""
+        request = set_pb.DescribeSetRequest(**_sets.set_name_request(name))
+        return _sets.image_set(self._call(self._set_stub.DescribeSet, request, timeout))
+
+    def delete_set(self, name: str, *, timeout: float | None = None) -> int:
+        """Delete a set and its records; the bytes freed on the server."""
+        request = set_pb.DeleteSetRequest(**_sets.set_name_request(name))
+        return int(self._call(self._set_stub.DeleteSet, request, timeout).bytes_freed)
 
 
 __all__ = ["ExplainClient"]

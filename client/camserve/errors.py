@@ -73,6 +73,14 @@ class UnauthenticatedError(CamserveError):
     default_code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class ConflictError(CamserveError):
+    """The request conflicts with the server's state: a set of that name exists with other
+    settings (ALREADY_EXISTS), or the server is not in the state the call needs
+    (FAILED_PRECONDITION)."""
+
+    default_code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class InternalError(CamserveError):
     """Any other failure (INTERNAL, UNKNOWN, UNIMPLEMENTED, CANCELLED, ...)."""
 
@@ -88,6 +96,8 @@ _CLASSES: Final[dict[grpc.StatusCode, type[CamserveError]]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.PERMISSION_DENIED: UnauthenticatedError,
+    grpc.StatusCode.ALREADY_EXISTS: ConflictError,
+    grpc.StatusCode.FAILED_PRECONDITION: ConflictError,
 }
 _BY_NUMBER: Final[dict[int, grpc.StatusCode]] = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -113,6 +123,7 @@ def from_rpc_error(error: grpc.RpcError) -> CamserveError:
 
 __all__ = [
     "CamserveError",
+    "ConflictError",
     "DeadlineExceededError",
     "InternalError",
     "InvalidArgumentError",

@@ -19,10 +19,14 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from camserve.v1 import explain_pb2, explain_pb2_grpc
+from camserve.v1 import explain_pb2, explain_pb2_grpc, imagesets_pb2, imagesets_pb2_grpc
 
 from .config import ModelSpec, Settings
+from .imagesets.service import ImageSetService
+from .imagesets.servicer import ImageSetServicer
+from .jobs.servicer import add_visualize_service
 from .methods import get_method
+from .models import ExplainableModel
 from .models.loading import LoadedModel, load_model
 from .rpc.interceptors import AuthInterceptor, ErrorInterceptor
 from .runtime.batcher import Batcher, GroupKey
@@ -35,6 +39,7 @@ from .servicer import ExplainServicer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name
+IMAGESETS_NAME = imagesets_pb2.DESCRIPTOR.services_by_name["ImageSetService"].full_name
 
 
 def resolve_devices(spec: str) -> list[torch.device]:
@@ -58,6 +63,7 @@ class Runtime:
     health: health.aio.HealthServicer
     workers: list[DeviceWorker] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    imagesets: ImageSetService | None = None
 
     def least_busy_worker(self) -> DeviceWorker:
         """The device worker with the fewest batches and steps queued or running."""
@@ -73,7 +79,7 @@ class Runtime:
         for loaded in self.models.values():
             for replica in loaded.replicas.values():
                 x = torch.zeros(1, 3, *replica.input_size, device=replica.device)
-                await loop.run_in_executor(None, _forward_once, replica.module, x)
+                await loop.run_in_executor(None, _forward_once, replica, x)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
 
@@ -83,12 +89,14 @@ class Runtime:
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.service.close()
+        if self.imagesets is not None:
+            self.imagesets.close()
         self.cache.close()
 
 
-def _forward_once(module: torch.nn.Module, x: torch.Tensor) -> None:
+def _forward_once(model: ExplainableModel, x: torch.Tensor) -> None:
     with torch.inference_mode():
-        module(x)
+        model.forward(x)
 
 
 def demo_model_spec() -> ModelSpec:
@@ -181,11 +189,21 @@ async def build_server(settings: Settings) -> tuple[aio.Server, int, Runtime]:
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(
         ExplainServicer(runtime.service, runtime.metrics), server
     )
+    jobs_service = add_visualize_service(
+        server, settings, runtime.models, runtime.least_busy_worker, runtime.metrics
+    )
+    runtime.imagesets = ImageSetService(
+        settings, runtime.models, runtime.least_busy_worker, runtime.metrics
+    )
+    imagesets_pb2_grpc.add_ImageSetServiceServicer_to_server(
+        ImageSetServicer(runtime.imagesets), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(runtime.health, server)
     await runtime.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await runtime.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, IMAGESETS_NAME, jobs_service, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
     )
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)

@@ -18,15 +18,19 @@ from typing import Any
 from .errors import InvalidArgument
 
 MIB = 1 << 20
+MODEL_SOURCES = ("arch", "torchscript", "exported", "onnx")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One ``[[models]]`` table. Exactly one of ``arch``, ``torchscript`` is given."""
+    """One ``[[models]]`` table. Exactly one of ``arch``, ``torchscript``, ``exported``
+    (a ``torch.export`` ``.pt2`` archive) and ``onnx`` is given."""
 
     name: str
     arch: str | None = None
     torchscript: str | None = None
+    exported: str | None = None
+    onnx: str | None = None
     weights: str | None = None
     num_classes: int | None = None
     input_size: tuple[int, int] = (224, 224)
@@ -67,6 +71,11 @@ class Settings:
     max_message_bytes: int = 32 * MIB
     max_image_pixels: int = 40_000_000
     decode_threads: int = 4
+    max_jobs: int = 4
+    max_job_steps: int = 2000
+    job_cache_bytes: int = 64 * MIB
+    max_set_images: int = 100_000
+    max_set_bytes: int = 1024 * MIB
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -109,6 +118,11 @@ _HELP = {
     "max_message_bytes": "largest request or reply message",
     "max_image_pixels": "largest decoded image (width x height); larger is refused before decoding",
     "decode_threads": "threads that decode and preprocess images off the event loop",
+    "max_jobs": "optimisation jobs running at once; beyond, RESOURCE_EXHAUSTED",
+    "max_job_steps": "most optimisation steps one job may run",
+    "job_cache_bytes": "bytes of finished job results kept in memory",
+    "max_set_images": "most images one image set may hold",
+    "max_set_bytes": "most bytes one image set's records may take in the store",
     "tls_cert": "PEM server certificate (enables TLS with --tls-key)",
     "tls_key": "PEM server private key",
     "tls_client_ca": "PEM CA bundle; when set, clients must present a certificate (mTLS)",
@@ -171,11 +185,16 @@ def _model_spec(table: Mapping[str, Any], base_dir: Path) -> ModelSpec:
         raise InvalidArgument(f"unknown model settings: {', '.join(sorted(unknown))}")
     if "name" not in table:
         raise InvalidArgument("every [[models]] table needs a name")
-    sources = [k for k in ("arch", "torchscript") if table.get(k)]
+    sources = [k for k in MODEL_SOURCES if table.get(k)]
     if len(sources) != 1:
         raise InvalidArgument(
-            f"model {table['name']!r} needs exactly one of arch, torchscript; "
+            f"model {table['name']!r} needs exactly one of {', '.join(MODEL_SOURCES)}; "
             f"got {sources or 'none'}"
+        )
+    if table.get("weights") and sources[0] != "arch":
+        raise InvalidArgument(
+            f"model {table['name']!r}: weights go with arch only; a {sources[0]} file "
+            "carries its own weights"
         )
     values = dict(table)
     for key in ("input_size", "mean", "std"):

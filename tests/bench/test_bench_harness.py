@@ -13,25 +13,38 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_bench_quick_run_reports_every_ratio() -> None:
+def test_bench_quick_run_with_tensors_for_a_duration_reports_every_section() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--json"],
+        [sys.executable, "-m", "bench.run", "--quick", "--json", "--input", "tensor",
+         "--duration", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
         check=True,
-    )
+    )  # fmt: skip
     results = json.loads(done.stdout[done.stdout.index("{") :])
-    assert set(results["ratios"]) == {
+    assert set(results["ratios"]) >= {
         "gradcam_vs_forward",
         "gradcam_vs_forward_channels_last",
         "gradcam_vs_pytorch_grad_cam",
         "gradcam_vs_unbatched",
         "cache_warm_speedup",
+        "cache_warm_speedup_tensor",
         "occlusion_vs_captum",
+        "occlusion_onnxruntime_vs_captum",
+        "onnxruntime_forward_vs_eager",
         "integrated_gradients_vs_captum",
+        "gradcam_bfloat16_autocast_vs_float32",
     }
     assert all(value > 0 for value in results["ratios"].values())
-    assert results["gradcam"]["errors"] == 0
-    assert results["gradcam"]["batch_size"]["mean"] >= 1
+    gradcam = results["gradcam"]
+    assert (gradcam["input"], gradcam["mode"], gradcam["errors"]) == ("tensor", "duration", 0)
+    assert gradcam["requests"] > 0 and gradcam["elapsed_s"] >= 2.0
+    assert gradcam["batch_size"]["mean"] >= 1
+    assert set(results["overhead"]) == set(results["cache"]) == {"jpeg", "tensor"}
+    assert results["onnxruntime"]["occlusion_max_abs_diff_vs_camserve"] < 1e-3
+    assert results["precision"]["float32"]["engine_max_abs_diff"] < 1e-5
+    budgets = {(row["method"], row["budget_mb"]) for row in results["memory"]}
+    assert {("occlusion", 1024), ("occlusion", 256), ("integrated_gradients", 256)} <= budgets
+    assert all(row["peak_mb"] > 0 and row["within_budget"] for row in results["memory"])

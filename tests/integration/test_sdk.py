@@ -22,6 +22,7 @@ from PIL import Image
 from camserve import (
     AsyncExplainClient,
     CamserveError,
+    ConflictError,
     DeadlineExceededError,
     ExplainClient,
     Explanation,
@@ -413,6 +414,8 @@ STATUS_CLASSES: list[tuple[grpc.StatusCode, type[CamserveError]]] = [
     (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceededError),
     (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
     (grpc.StatusCode.PERMISSION_DENIED, UnauthenticatedError),
+    (grpc.StatusCode.ALREADY_EXISTS, ConflictError),
+    (grpc.StatusCode.FAILED_PRECONDITION, ConflictError),
     (grpc.StatusCode.INTERNAL, InternalError),
     (grpc.StatusCode.UNIMPLEMENTED, InternalError),
 ]

@@ -144,12 +144,11 @@ def test_check_reports_changed_missing_and_unexpected_files(tmp_path: Path) -> N
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     outputs: list[Path] = gen.generate(fresh)
-    assert sorted(p.name for p in outputs) == [
-        "explain_pb2.py",
-        "explain_pb2.pyi",
-        "explain_pb2_grpc.py",
-        "explain_pb2_grpc.pyi",
-    ]
+    stems = [proto.stem for proto in gen.proto_files()]
+    assert {"explain", "jobs"} <= set(stems)
+    assert sorted(p.name for p in outputs) == sorted(
+        stem + suffix for stem in stems for suffix in gen.GENERATED_SUFFIXES
+    )
     committed = tmp_path / "committed"
     shutil.copytree(fresh, committed)
     assert gen.stale_files(outputs, fresh, committed) == []

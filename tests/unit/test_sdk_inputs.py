@@ -18,6 +18,7 @@ from camserve._channel import ChannelConfig
 from camserve._many import ManyRun
 from camserve.errors import (
     CamserveError,
+    ConflictError,
     DeadlineExceededError,
     InternalError,
     InvalidArgumentError,
@@ -278,6 +279,8 @@ class _FakeRpcError(grpc.RpcError):  # type: ignore[misc]
         (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceededError),
         (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
         (grpc.StatusCode.PERMISSION_DENIED, UnauthenticatedError),
+        (grpc.StatusCode.ALREADY_EXISTS, ConflictError),
+        (grpc.StatusCode.FAILED_PRECONDITION, ConflictError),
         (grpc.StatusCode.INTERNAL, InternalError),
         (grpc.StatusCode.UNKNOWN, InternalError),
         (grpc.StatusCode.CANCELLED, InternalError),

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import InvalidArgument, choices
 from ..models import ExplainableModel
-from .base import BatchInput, BatchResult, Family, Method, SampleResult
+from .base import BatchInput, BatchResult, Family, Method, MethodNotApplicable, SampleResult
 from .heatmap import minmax
 from .layer_pass import layer_forward, layer_hook
 from .options import Option, flag, int_in
@@ -126,11 +126,18 @@ class Embedding(ActivationMethod):
     reference = "cs231n t-SNE of CNN codes"
     options = (Option("normalize", False, "L2-normalise the vector", flag),)
 
+    def check_model(self, model: ExplainableModel) -> None:
+        if model.graph is not None and model.graph.embedding_layer is None:
+            raise MethodNotApplicable(f"model {model.name!r}: its graph has no embedding output")
+
     def run(self, batch: BatchInput) -> BatchResult:
         model = batch.model
         layer = batch.layer
         with torch.inference_mode():
-            if layer is None and model.structure.final_linear is not None:
+            if layer is None and model.graph is not None:
+                vectors, logits = model.graph.embed(batch.x)
+                layer = model.graph.embedding_layer
+            elif layer is None and model.structure.final_linear is not None:
                 layer = model.structure.final_linear
                 captured: list[torch.Tensor] = []
                 handle = model.submodule(layer).register_forward_pre_hook(

@@ -18,7 +18,7 @@ InputMaker = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def target_rows(batch: BatchInput) -> tuple[torch.Tensor, Rows]:
     """Logits of the unmodified inputs and the resolved target rows (forward only)."""
     with torch.inference_mode():
-        logits = batch.model.module(batch.x)
+        logits = batch.model.forward(batch.x)
     return logits, Rows.from_targets(resolve_targets(batch.targets, logits), batch.model.device)
 
 

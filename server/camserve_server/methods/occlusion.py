@@ -70,7 +70,7 @@ class Occlusion(AttributionMethod):
                     top, left = windows[pair % len(windows)]
                     inputs[row, :, top : top + wh, left : left + ww] = fill
                 flat = occluded_scores.view(-1, logits.shape[1])
-                flat[start:stop] = batch.model.module(inputs)
+                flat[start:stop] = batch.model.forward(inputs)
         drops = rows.scores(logits)[:, None] - occluded_scores[rows.sample, :, rows.target]
         total = x.new_zeros((len(rows), height, width))
         coverage = x.new_zeros((height, width))

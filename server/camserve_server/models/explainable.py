@@ -2,7 +2,9 @@
 
 Wraps an ``nn.Module`` once: eval mode, parameters frozen (no parameter
 gradient is ever computed), its structure inspected, and one head per layer
-split off lazily so a cached activation can skip the backbone.
+split off lazily so a cached activation can skip the backbone. A forward-only
+classifier (an ONNX graph) is wrapped too: it has no module, no layers and no
+gradients, and serves the methods that only call ``forward``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import InvalidArgument, choices
+from .forward_only import ForwardOnlyClassifier
 from .inspection import ModelStructure, inspect_model
 from .split import build_head, head_matches
 
@@ -27,7 +30,7 @@ class ExplainableModel:
 
     def __init__(
         self,
-        module: nn.Module,
+        module: nn.Module | ForwardOnlyClassifier,
         *,
         input_size: tuple[int, int] = (224, 224),
         name: str = "model",
@@ -38,34 +41,62 @@ class ExplainableModel:
         layer_access: bool = True,
         channels_last: bool = False,
     ) -> None:
-        self.device = torch.device(device) if device is not None else _module_device(module)
-        self.module = module.to(self.device).eval()
-        self.channels_last = channels_last and layer_access
-        if self.channels_last:  # NHWC convolutions: much faster on CPUs and tensor cores
-            self.module = self.module.to(memory_format=torch.channels_last)
-        for parameter in self.module.parameters():
-            parameter.requires_grad_(False)
         self.name = name
         self.memory_budget_bytes = int(memory_budget_bytes)
-        self.layer_access = layer_access
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.structure: ModelStructure = inspect_model(
-            self.module, self.input_size, self.device, hooks=layer_access
-        )
+        self.graph: ForwardOnlyClassifier | None = None
+        self._module: nn.Module | None = None
+        if isinstance(module, nn.Module):
+            self.device = torch.device(device) if device is not None else _module_device(module)
+            self._module = module.to(self.device).eval()
+            self.channels_last = channels_last and layer_access
+            if self.channels_last:  # NHWC convolutions: much faster on CPUs and tensor cores
+                self._module = self._module.to(memory_format=torch.channels_last)
+            for parameter in self._module.parameters():
+                parameter.requires_grad_(False)
+            self.layer_access = layer_access
+            self.gradient_access = True
+            self.structure: ModelStructure = inspect_model(
+                self._module, self.input_size, self.device, hooks=layer_access
+            )
+        else:
+            self.device = torch.device(device) if device is not None else torch.device("cpu")
+            self.graph = module
+            self.channels_last = False
+            self.layer_access = False
+            self.gradient_access = False
+            self.structure = module.structure
         self.num_classes = self.structure.num_classes
         self.labels = list(labels) if labels is not None else None
         if self.labels is not None and len(self.labels) != self.num_classes:
             raise ValueError(
                 f"{len(self.labels)} labels given for a model with {self.num_classes} classes"
             )
-        self._modules = dict(self.module.named_modules())
+        self._modules = dict(self._module.named_modules()) if self._module is not None else {}
         self.default_layer = ""
-        if layer_access:
+        if self.layer_access:
             self.default_layer = self.resolve_layer(default_layer or self.structure.default_layer)
         self._heads: dict[str, fx.GraphModule | None] = {}
         self._heads_lock = threading.Lock()
-        if layer_access:
+        if self.layer_access:
             self.head(self.default_layer)  # split once at load, while nothing else runs
+
+    @property
+    def module(self) -> nn.Module:
+        """The wrapped ``nn.Module``; a forward-only classifier has none."""
+        if self._module is None:
+            raise InvalidArgument(
+                f"model {self.name!r} is a forward-only graph: it has no torch module, "
+                "no layers and no gradients"
+            )
+        return self._module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, C)`` of a batch, from the module or the forward-only classifier."""
+        if self.graph is not None:
+            return self.graph(x)
+        logits: torch.Tensor = self.module(x)
+        return logits
 
     def known_head(self, layer: str) -> bool | None:
         """Whether ``layer`` has a head, if already worked out (None: not yet); never builds."""

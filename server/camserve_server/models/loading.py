@@ -1,8 +1,15 @@
-"""Build the models a config names: torchvision builders, factories in code, TorchScript.
+"""Build the models a config names: torchvision builders, factories in code, TorchScript,
+``torch.export`` archives (``.pt2``) and ONNX graphs (run by onnxruntime).
 
 Weights are state dicts read with ``torch.load(weights_only=True)``: never
-pickle. The weights digest (sha256 of the file) is part of every cache key, so
-new weights never read old activations.
+pickle; TorchScript, ``.pt2`` and ONNX files carry their own. The weights digest
+(sha256 of the file) is part of every cache key, so new weights never read old
+activations.
+
+What each format serves (``supported_methods``): ``torch`` and ``exported``
+every method their structure allows; ``torchscript`` the methods that need no
+layer access; ``onnx`` the forward-only methods without layers (occlusion) and
+the default embedding.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from ..config import ModelSpec
 from ..errors import InvalidArgument
 from ..methods import METHODS
 from .explainable import ExplainableModel
+from .exported import load_exported
+from .forward_only import ForwardOnlyClassifier
 from .imaging import Preprocess
+from .onnx_model import OnnxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +65,10 @@ def load_model(
     """Build ``spec`` once per device and work out which methods it supports."""
     labels = _read_labels(spec)
     digest = _weights_digest(spec)
-    fmt = "torchscript" if spec.torchscript else "torch"
+    fmt = model_format(spec)
     replicas = {}
     for device in devices:
-        module = _build_module(spec)
+        module = _build_module(spec, device)
         replicas[str(device)] = ExplainableModel(
             module,
             input_size=spec.input_size,
@@ -67,7 +77,7 @@ def load_model(
             default_layer=spec.default_layer,
             device=device,
             memory_budget_bytes=memory_budget_bytes,
-            layer_access=fmt == "torch",
+            layer_access=fmt in ("torch", "exported"),
             channels_last=channels_last,
         )
     first = next(iter(replicas.values()))
@@ -89,11 +99,30 @@ def load_model(
     )
 
 
+def model_format(spec: ModelSpec) -> str:
+    """``torch``, ``torchscript``, ``exported`` or ``onnx``: where the model comes from."""
+    for fmt, source in (
+        ("torchscript", spec.torchscript),
+        ("exported", spec.exported),
+        ("onnx", spec.onnx),
+    ):
+        if source:
+            return fmt
+    return "torch"
+
+
 def supported_methods(model: ExplainableModel) -> tuple[str, ...]:
-    """The registry's methods this model can serve, in registry order."""
+    """The registry's methods this model can serve, in registry order.
+
+    Without layer access only layer-free methods remain (the embedding too when a
+    forward-only graph provides it); without gradients only forward-only ones.
+    """
     supported = []
     for method_id, method in METHODS.items():
-        if method.uses_layer and not model.layer_access:
+        layer_free = method_id == "embedding" and model.graph is not None
+        if method.uses_layer and not model.layer_access and not layer_free:
+            continue
+        if method.needs_gradients and not model.gradient_access:
             continue
         if (
             method_id in ("guided_backprop", "deconvnet", "guided_gradcam")
@@ -108,7 +137,13 @@ def supported_methods(model: ExplainableModel) -> tuple[str, ...]:
     return tuple(supported)
 
 
-def _build_module(spec: ModelSpec) -> nn.Module:
+def _build_module(spec: ModelSpec, device: torch.device) -> nn.Module | ForwardOnlyClassifier:
+    if spec.onnx:
+        return OnnxClassifier(
+            spec.path(spec.onnx), name=spec.name, input_size=spec.input_size, device=device
+        )
+    if spec.exported:
+        return load_exported(spec.path(spec.exported), name=spec.name, input_size=spec.input_size)
     if spec.torchscript:
         module: nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
             str(spec.path(spec.torchscript)), map_location="cpu"
@@ -153,7 +188,7 @@ def _read_labels(spec: ModelSpec) -> list[str] | None:
 
 
 def _weights_digest(spec: ModelSpec) -> str:
-    source = spec.weights or spec.torchscript
+    source = spec.weights or spec.torchscript or spec.exported or spec.onnx
     if source is None:
         return hashlib.sha256(f"init:{spec.arch}:{spec.num_classes}".encode()).hexdigest()
     digest = hashlib.sha256()

@@ -79,6 +79,37 @@ class Metrics:
             registry=r,
         )
 
+        self.set_images = Counter(
+            "camserve_set_images_total",
+            "Images sent to image sets, by outcome (indexed, skipped, failed).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.set_query_latency = Histogram(
+            "camserve_set_query_seconds",
+            "Time of one image-set query or indexing batch, by kind.",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        self.jobs = Counter(
+            "camserve_jobs_total",
+            "Optimisation jobs by how they ended: ok, cancelled, error, cached, refused.",
+            ["model", "method", "outcome"],
+            registry=r,
+        )
+        self.jobs_running = Gauge(
+            "camserve_jobs_running", "Optimisation jobs admitted and not yet ended.", registry=r
+        )
+        self.job_step = Histogram(
+            "camserve_job_step_seconds",
+            "Device time of one optimisation step of a job.",
+            ["model", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
     # The cache's observer interface.
     def on_hit(self, tier: str) -> None:
         self.cache_hits.labels(tier).inc()

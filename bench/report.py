@@ -1,0 +1,146 @@
+"""The harness's ratios and its printed table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def ratios(r: dict[str, Any]) -> dict[str, float]:
+    """Every ratio of the run: camserve (or a variant) over a baseline of the same run."""
+    served = r["gradcam"]["throughput_rps"]
+    occlusion, ort = r["occlusion"], r["onnxruntime"]
+    precision = r["precision"]
+    fp32 = precision["float32"]["images_per_s"]
+    return {
+        "gradcam_vs_forward": served / r["model"]["forward_ips"],
+        "gradcam_vs_forward_channels_last": served / r["model"]["forward_channels_last_ips"],
+        "gradcam_vs_pytorch_grad_cam": served / r["pytorch_grad_cam_rps"],
+        "gradcam_vs_unbatched": served / r["gradcam_unbatched"]["throughput_rps"],
+        "cache_warm_speedup": r["cache"]["jpeg"]["speedup"],
+        "cache_warm_speedup_tensor": r["cache"]["tensor"]["speedup"],
+        "occlusion_vs_captum": occlusion["captum_s_per_image"] / occlusion["camserve_s_per_image"],
+        "occlusion_onnxruntime_vs_captum": occlusion["captum_s_per_image"]
+        / ort["occlusion_s_per_image"],
+        "occlusion_onnxruntime_vs_eager_camserve": occlusion["camserve_s_per_image"]
+        / ort["occlusion_s_per_image"],
+        "onnxruntime_forward_vs_eager": ort["forward_ips"] / r["model"]["forward_ips"],
+        "onnxruntime_forward_vs_eager_channels_last": ort["forward_ips"]
+        / r["model"]["forward_channels_last_ips"],
+        "integrated_gradients_vs_captum": r["integrated_gradients"]["captum_s_per_image"]
+        / r["integrated_gradients"]["camserve_s_per_image"],
+        **{
+            "gradcam_" + name.replace(", ", "_").replace(" ", "_") + "_vs_float32": (
+                figures["images_per_s"] / fp32
+            )
+            for name, figures in precision.items()
+            if name != "float32"
+        },
+    }
+
+
+def _load_row(label: str, g: dict[str, Any]) -> tuple[str, str]:
+    return (
+        f"{label} ({g['input']}, {g['mode']})",
+        f"{g['throughput_rps']:.1f} req/s  p50 {g['p50_ms']:.0f} ms  p95 {g['p95_ms']:.0f} ms  "
+        f"p99 {g['p99_ms']:.0f} ms  ({g['requests']} requests in {g['elapsed_s']:.1f} s, "
+        f"{g['errors']} errors, cache hits {g['server_cache_hit_rate']:.0%})",
+    )
+
+
+def _overhead_row(kind: str, o: dict[str, float]) -> tuple[str, str]:
+    return (
+        f"service overhead p50, concurrency 1 ({kind})",
+        f"{o['overhead_p50_ms']:.2f} ms = transport {o['transport_p50_ms']:.2f} + decode "
+        f"{o['decode_p50_ms']:.2f} + queue {o['queue_p50_ms']:.2f} + other "
+        f"{o['server_other_p50_ms']:.2f} (no-op RPC {o['noop_rtt_p50_ms']:.2f} ms)",
+    )
+
+
+def table(r: dict[str, Any]) -> str:
+    """The results as an aligned two-column table."""
+    g, u, c = r["gradcam"], r["gradcam_unbatched"], r["cache"]
+    ort, m = r["onnxruntime"], r["model"]
+    rows = [
+        ("model", f"{m['arch']} at {m['input']}, {r['machine']['threads']} threads"),
+        (f"model forward (batch {m['batch']})", f"{m['forward_ips']:.1f} img/s"),
+        ("model forward, channels_last", f"{m['forward_channels_last_ips']:.1f} img/s"),
+        ("model forward+input backward", f"{m['forward_backward_ips']:.1f} img/s"),
+        ("onnxruntime forward (CPU provider)", f"{ort['forward_ips']:.1f} img/s"),
+        _load_row("camserve gradcam served", g),
+        ("  batch size mean", f"{g['batch_size']['mean']:.1f}"),
+        _load_row("camserve gradcam, max_batch_size=1", u),
+        ("pytorch-grad-cam, one at a time", f"{r['pytorch_grad_cam_rps']:.1f} req/s"),
+    ]
+    for kind in ("jpeg", "tensor"):
+        rows.append(
+            (
+                f"cache: cold / warm p50 ({kind})",
+                f"{c[kind]['cold_p50_ms']:.1f} ms / {c[kind]['warm_p50_ms']:.2f} ms",
+            )
+        )
+    rows += [_overhead_row(kind, r["overhead"][kind]) for kind in ("jpeg", "tensor")]
+    served = "served on the ONNX model" if ort["occlusion_served_on_onnx"] else "harness loop"
+    rows += [
+        (
+            "occlusion camserve / captum",
+            f"{r['occlusion']['camserve_s_per_image']:.2f} s / "
+            f"{r['occlusion']['captum_s_per_image']:.2f} s per image",
+        ),
+        (
+            f"occlusion onnxruntime ({served})",
+            f"{ort['occlusion_s_per_image']:.2f} s per image, chunks of {ort['occlusion_chunk']}, "
+            f"max |map - camserve map| {ort['occlusion_max_abs_diff_vs_camserve']:.2g}",
+        ),
+    ]
+    if "occlusion_loop_s_per_image" in ort:
+        rows.append(
+            (
+                "occlusion onnxruntime (harness loop)",
+                f"{ort['occlusion_loop_s_per_image']:.2f} s per image",
+            )
+        )
+    rows += [
+        (
+            "integrated gradients camserve / captum",
+            f"{r['integrated_gradients']['camserve_s_per_image']:.2f} s / "
+            f"{r['integrated_gradients']['captum_s_per_image']:.2f} s per image",
+        ),
+    ]
+    for name, p in r["precision"].items():
+        rows.append(
+            (
+                f"gradcam {name}",
+                f"{p['images_per_s']:.1f} img/s, max |diff| {p['max_abs_diff']:.2g}, "
+                f"mean |diff| {p['mean_abs_diff']:.2g}",
+            )
+        )
+    for row in r["memory"]:
+        layer = f" at {row['layer']}" if row["layer"] else ""
+        rows.append(
+            (
+                f"peak memory {row['method']}{layer}, budget {row['budget_mb']} MiB",
+                f"{row['peak_mb']:.0f} MiB (batch {row['batch']}, {row['rows_per_pass']} rows "
+                f"per pass){'' if row['within_budget'] else '  OVER BUDGET'}",
+            )
+        )
+    rows += [(f"ratio {name}", f"{value:.2f}x") for name, value in r["ratios"].items()]
+    load = r["machine"]["load_average"]
+    rows.append(("load average at start", " ".join(f"{v:.2f}" for v in load)))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report results.json``: the table of a run saved with ``--json``."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    print(table(json.loads(args.results.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,7 @@
+"""Image sets: index a data set once, then ask which images most activate a channel,
+which are neighbours in feature space, and where each lies on a 2-D map of the set.
+
+The engine is split by job: ``records`` (what is stored, in a versioned binary form),
+``store`` with its memory and Redis backends, ``indexer`` (one forward pass with hooks
+per batch), ``receptive_field``, ``queries`` and ``projection``.
+"""

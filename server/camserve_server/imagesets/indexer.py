@@ -1,0 +1,134 @@
+"""Index a batch of images in one forward pass: embeddings, per-channel maxima and their positions.
+
+One forward with a hook on every indexed layer (and on the embedding layer) gives,
+per image, what the set's queries need:
+
+- the embedding: the output of the embedding layer flattened, or, for ``"{linear}:input"``,
+  the input of that linear layer (the penultimate representation, the "CNN code" of
+  cs231n's t-SNE figure), as ``Embed`` reports it;
+- per channel ``c`` of each indexed layer ``A`` (shape ``(C, h, w)``): ``max_{i,j} A[c, i, j]``
+  and its ``(i, j)``, the unit whose receptive field is the channel's maximally activating
+  patch (Zeiler & Fergus 2014; Girshick et al. 2014);
+- the predicted class and its softmax probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InvalidArgument
+from ..models import ExplainableModel
+
+INPUT_SUFFIX = ":input"
+
+
+class IndexedImage(NamedTuple):
+    """What indexing found for one image (a tuple, in the order the contract gives)."""
+
+    embedding: np.ndarray  # float32 (D,)
+    maxima: dict[str, np.ndarray]  # layer -> float32 (C,)
+    positions: dict[str, np.ndarray]  # layer -> int32 (C, 2) (row, col)
+    predicted: int
+    probability: float
+
+
+def penultimate_layer(model: ExplainableModel) -> str:
+    """The default embedding layer: the final linear layer's input, else the default layer."""
+    final = model.structure.final_linear
+    return f"{final}{INPUT_SUFFIX}" if final is not None else model.default_layer
+
+
+def channel_maxima(activation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and channel, the maximum of a ``(N, C, h, w)`` map and its ``(row, col)``.
+
+    Returns float32 ``(N, C)`` maxima and int32 ``(N, C, 2)`` positions; a ``(N, C)``
+    output (no spatial extent) has every position at ``(0, 0)``.
+    """
+    if activation.dim() == 2:
+        activation = activation[:, :, None, None]
+    if activation.dim() != 4:
+        raise InvalidArgument(
+            f"an indexed layer must output (N, C, h, w) or (N, C), got {tuple(activation.shape)}"
+        )
+    width = activation.shape[3]
+    values, flat = activation.flatten(2).max(dim=2)
+    positions = torch.stack((flat // width, flat % width), dim=-1)
+    return values.float(), positions.to(torch.int32)
+
+
+def index_batch(
+    model: ExplainableModel,
+    x: torch.Tensor,
+    layers: Sequence[str],
+    embedding_layer: str,
+) -> list[IndexedImage]:
+    """One forward pass over ``x`` ``(N, 3, H, W)`` with hooks; one ``IndexedImage`` per image."""
+    layers = list(dict.fromkeys(model.resolve_layer(layer) for layer in layers))
+    captured: dict[str, torch.Tensor] = {}
+    handles = [_capture_output(model.submodule(layer), layer, captured) for layer in layers]
+    embed_key = _hook_embedding(model, embedding_layer, captured, handles)
+    try:
+        with torch.inference_mode():
+            logits = model.module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if logits.dim() != 2:
+        raise InvalidArgument(f"model {model.name!r} returned {tuple(logits.shape)}, not (N, C)")
+    probabilities = torch.softmax(logits.float(), dim=1)
+    confidence, predicted = probabilities.max(dim=1)
+    embeddings = captured[embed_key].flatten(1).float().cpu().numpy()
+    maxima: dict[str, np.ndarray] = {}
+    positions: dict[str, np.ndarray] = {}
+    for layer in layers:
+        values, where = channel_maxima(captured[layer])
+        maxima[layer] = values.cpu().numpy()
+        positions[layer] = where.cpu().numpy()
+    return [
+        IndexedImage(
+            embedding=np.ascontiguousarray(embeddings[i]),
+            maxima={layer: np.ascontiguousarray(maxima[layer][i]) for layer in layers},
+            positions={layer: np.ascontiguousarray(positions[layer][i]) for layer in layers},
+            predicted=int(predicted[i]),
+            probability=float(confidence[i]),
+        )
+        for i in range(x.shape[0])
+    ]
+
+
+def _capture_output(
+    module: nn.Module, key: str, captured: dict[str, torch.Tensor]
+) -> torch.utils.hooks.RemovableHandle:
+    def hook(_m: nn.Module, _args: tuple[object, ...], out: object) -> None:
+        if not isinstance(out, torch.Tensor):
+            raise InvalidArgument(f"layer {key!r} does not return a tensor")
+        captured[key] = out.detach()
+
+    return module.register_forward_hook(hook)
+
+
+def _hook_embedding(
+    model: ExplainableModel,
+    embedding_layer: str,
+    captured: dict[str, torch.Tensor],
+    handles: list[torch.utils.hooks.RemovableHandle],
+) -> str:
+    """Hook the embedding layer (its output, or with ``:input`` its input); the capture key."""
+    key = f"embedding/{embedding_layer}"
+    if embedding_layer.endswith(INPUT_SUFFIX):
+        module = model.submodule(embedding_layer.removesuffix(INPUT_SUFFIX))
+
+        def pre_hook(_m: nn.Module, args: tuple[object, ...]) -> None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                raise InvalidArgument(f"the input of {embedding_layer!r} is not a tensor")
+            captured[key] = args[0].detach()
+
+        handles.append(module.register_forward_pre_hook(pre_hook))
+    else:
+        handles.append(_capture_output(model.submodule(embedding_layer), key, captured))
+    return key

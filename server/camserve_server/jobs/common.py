@@ -1,0 +1,75 @@
+"""Options and helpers several job methods share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import InvalidArgument
+from ..models import ExplainableModel
+from .base import MAX_JOB_SIDE, JobRequest, Normalisation, OptionSpec
+from .regularisers import blur_penalty, l2_penalty, total_variation
+
+MAX_STEPS = 10_000  # per job; the server's configured step budget is usually lower
+
+
+def steps_option(default: int) -> OptionSpec:
+    return OptionSpec(
+        "steps", default, minimum=1, maximum=MAX_STEPS, help="optimisation steps (one pass each)"
+    )
+
+
+def lr_option(default: float, help: str = "Adam learning rate") -> OptionSpec:
+    return OptionSpec("lr", default, minimum=1e-6, maximum=10.0, help=help)
+
+
+SIZE_OPTION = OptionSpec(
+    "size",
+    0,
+    minimum=0,
+    maximum=MAX_JOB_SIDE,
+    help="output side in pixels (square); 0: the model's input size",
+)
+NOISE_OPTION = OptionSpec(
+    "noise_std", 0.1, minimum=0.0, maximum=1.0, help="std of the starting noise around grey 0.5"
+)
+PRIOR_OPTIONS = (
+    OptionSpec("l2", 0.0, minimum=0.0, maximum=1e6, help="weight of the L2 prior"),
+    OptionSpec("tv", 0.0, minimum=0.0, maximum=1e6, help="weight of the total-variation prior"),
+    OptionSpec("blur", 0.0, minimum=0.0, maximum=1e6, help="weight of the blur penalty"),
+)
+
+
+def normalisation_of(request: JobRequest) -> Normalisation:
+    """The request's normalisation (``validate`` has checked it is set)."""
+    if request.normalisation is None:
+        raise ValueError("JobRequest.normalisation must be set by the service")
+    return request.normalisation
+
+
+def output_size(model: ExplainableModel, options: dict[str, Any]) -> tuple[int, int]:
+    """``size`` as (height, width), the model's input size when 0."""
+    side = int(options["size"])
+    if side == 0:
+        return model.input_size
+    if side < 8:
+        raise InvalidArgument(f"option size must be 0 or in [8, {MAX_JOB_SIDE}], got {side}")
+    return (side, side)
+
+
+def image_prior(pixels: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+    """``l2 * L2 + tv * TV + blur * blur_penalty`` for the weights in ``options``."""
+    total = pixels.new_zeros(())
+    if options["l2"]:
+        total = total + float(options["l2"]) * l2_penalty(pixels)
+    if options["tv"]:
+        total = total + float(options["tv"]) * total_variation(pixels)
+    if options["blur"]:
+        total = total + float(options["blur"]) * blur_penalty(pixels)
+    return total
+
+
+def batch(image: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` to ``(1, 3, H, W)`` float32, detached."""
+    return image.detach().to(torch.float32).unsqueeze(0)

@@ -1,0 +1,385 @@
+"""Run optimisation jobs on the device workers, one step at a time, streaming progress.
+
+A job is admitted when fewer than ``max_jobs`` run; beyond, it is refused at
+once with RESOURCE_EXHAUSTED (``Overloaded``): a refused caller retries later,
+and the server never holds an unbounded queue of long jobs. Each step runs on
+a device worker with ``Priority.BACKGROUND``, so explanation batches take the
+device between steps. Cancelling the call (or its deadline passing) stops the
+job at the next step boundary: the step in flight finishes, no further step
+starts, and the job's slot is free when the call ends. Finished jobs are kept
+in a bounded in-memory cache keyed by (model and weights, method, options,
+seed, target, layer, channel, input hashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from ..config import Settings
+from ..errors import InvalidArgument, NotFound, Overloaded, choices
+from ..models import ExplainableModel
+from ..models.imaging import decode_image, validate_tensor
+from ..models.loading import LoadedModel
+from ..runtime.device_slot import Priority
+from ..runtime.metrics import Metrics
+from ..runtime.workers import DeviceWorker
+from ..service import ClassScore, ImageSource
+from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, StepEvent
+from .display import preview_rgb, to_rgb
+from .events import (
+    DEFAULT_TOP_K,
+    MAX_PREVIEW_EVERY,
+    JobEvent,
+    JobPicture,
+    JobQuery,
+    ProgressEvent,
+    ResultEvent,
+)
+from .registry import JOB_METHODS, get_job_method
+from .result_cache import FinishedJob, ResultCache, job_key
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_SEED = 2**63 - 1
+Models = dict[str, ExplainableModel]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A validated request (tensors on the CPU), its cache key and normalisation."""
+
+    request: JobRequest
+    key: str
+    normalisation: Normalisation
+
+
+@dataclass(frozen=True)
+class _Stepped:
+    event: StepEvent
+    preview: torch.Tensor | None
+    seconds: float
+
+
+class JobManager:
+    """Validates, admits, runs and caches jobs; yields ``ProgressEvent`` then ``ResultEvent``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: Mapping[str, LoadedModel],
+        pick_worker: Callable[[], DeviceWorker],
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.pick_worker = pick_worker
+        self.metrics = metrics
+        self.max_jobs = max(1, settings.max_jobs)
+        self.max_steps = max(1, settings.max_job_steps)
+        self.cache = ResultCache(settings.job_cache_bytes)
+        self.running = 0
+
+    @staticmethod
+    def methods() -> list[JobMethod]:
+        """Every registered job method, in registry order."""
+        return list(JOB_METHODS.values())
+
+    async def run(self, query: JobQuery) -> AsyncGenerator[JobEvent, None]:
+        """Progress events as the job goes, then its result (the only event on a cache hit)."""
+        started = time.perf_counter()
+        loaded = self._model(query.model)
+        method = self._method(query.method)
+        _check_query(query, loaded)
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(None, self._prepare, loaded, method, query)
+        hit = self.cache.get(prepared.key)
+        if hit is not None:
+            self.metrics.jobs.labels(loaded.name, method.id, "cached").inc()
+            yield await loop.run_in_executor(
+                None, self._result, loaded, method, query, prepared, hit, True, 0.0
+            )
+            return
+        self._admit(loaded.name, method.id)
+        outcome = "error"
+        try:
+            finished: FinishedJob | None = None
+            async for event in self._execute(loaded, method, query, prepared, started):
+                if isinstance(event, FinishedJob):
+                    finished = event
+                else:
+                    yield event
+            assert finished is not None
+            self.cache.put(prepared.key, finished)
+            elapsed = time.perf_counter() - started
+            result = await loop.run_in_executor(
+                None, self._result, loaded, method, query, prepared, finished, False, elapsed
+            )
+            outcome = "ok"
+            yield result
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"
+            raise
+        finally:
+            self.running -= 1
+            self.metrics.jobs_running.set(self.running)
+            self.metrics.jobs.labels(loaded.name, method.id, outcome).inc()
+
+    async def _execute(
+        self,
+        loaded: LoadedModel,
+        method: JobMethod,
+        query: JobQuery,
+        prepared: _Prepared,
+        started: float,
+    ) -> AsyncIterator[ProgressEvent | FinishedJob]:
+        """Create the job on a worker, step it to the end, and yield progress then its outcome."""
+        worker = self.pick_worker()
+        name = loaded.name
+        request = prepared.request
+
+        def create(models: Models) -> Job:
+            model = models[name]
+            return method.create(model, _on_device(request, model.device))
+
+        job = await _on_worker(worker, create)
+        total = int(job.total_steps)
+        if total > self.max_steps:
+            raise InvalidArgument(
+                f"this job would run {total} steps; the server's budget is {self.max_steps} "
+                f"steps per job (--max-job-steps): lower steps (or octaves)"
+            )
+        every = query.preview_every
+        step_seconds = self.metrics.job_step.labels(name, method.id)
+        for _ in range(total):
+            stepped = await _on_worker(worker, lambda _models: _step(job, every))
+            step_seconds.observe(stepped.seconds)
+            event = stepped.event
+            preview = None
+            if stepped.preview is not None:
+                rgb = preview_rgb(stepped.preview, prepared.normalisation)
+                preview = JobPicture(name="preview", tensor=None, rgb=rgb)
+            yield ProgressEvent(
+                step=event.step,
+                total=event.total,
+                loss=float(event.loss),
+                objective=float(event.objective),
+                elapsed_s=time.perf_counter() - started,
+                preview=preview,
+            )
+            if event.done or event.step >= event.total:
+                break
+        outcome = await _on_worker(worker, lambda _models: job.outcome())
+        yield _finished(outcome, request.layer or "")
+
+    def _admit(self, model: str, method: str) -> None:
+        if self.running >= self.max_jobs:
+            self.metrics.jobs.labels(model, method, "refused").inc()
+            raise Overloaded(
+                f"{self.running} jobs are running, the server's limit "
+                f"(--max-jobs {self.max_jobs}); retry later"
+            )
+        self.running += 1
+        self.metrics.jobs_running.set(self.running)
+
+    def _model(self, name: str) -> LoadedModel:
+        if not name and len(self.models) == 1:
+            return next(iter(self.models.values()))
+        loaded = self.models.get(name)
+        if loaded is None:
+            raise NotFound(f"unknown model {name!r}; served models: {choices(self.models)}")
+        if not loaded.primary.layer_access:
+            raise InvalidArgument(
+                f"model {loaded.name!r} is {loaded.format}: job methods need a model whose "
+                "layers and gradients camserve can reach (format torch)"
+            )
+        return loaded
+
+    @staticmethod
+    def _method(method_id: str) -> JobMethod:
+        return get_job_method(method_id)
+
+    def _prepare(self, loaded: LoadedModel, method: JobMethod, query: JobQuery) -> _Prepared:
+        """Decode the images (size limits as for explanations), validate, check the budget."""
+        normalisation = Normalisation.from_preprocess(loaded.preprocess)
+        image = self._tensor(loaded, query.image, "image")
+        style = self._tensor(loaded, query.style, "style")
+        request = JobRequest(
+            method=method.id,
+            image=image,
+            target=query.target,
+            layer=query.layer,
+            channel=query.channel,
+            options=dict(query.options),
+            seed=query.seed,
+            style=style,
+            normalisation=normalisation,
+        )
+        checked = method.validate(loaded.primary, request)
+        steps = checked.options.get("steps")
+        if isinstance(steps, int) and steps > self.max_steps:
+            raise InvalidArgument(
+                f"option steps must be in [1, {self.max_steps}] (the server's step budget, "
+                f"--max-job-steps), got {steps}"
+            )
+        key = job_key(
+            {
+                "model": loaded.name,
+                "weights": loaded.weights_digest,
+                "method": method.id,
+                "options": tuple(sorted(checked.options.items())),
+                "seed": checked.seed,
+                "target": checked.target,
+                "layer": checked.layer,
+                "channel": checked.channel,
+                "image": _source_hash(loaded, query.image),
+                "style": _source_hash(loaded, query.style) if method.id == "style_transfer" else "",
+            }
+        )
+        return _Prepared(request=checked, key=key, normalisation=normalisation)
+
+    def _tensor(
+        self, loaded: LoadedModel, source: ImageSource | None, what: str
+    ) -> torch.Tensor | None:
+        if source is None:
+            return None
+        if source.encoded is not None:
+            picture = decode_image(source.encoded, max_pixels=self.settings.max_image_pixels)
+            tensor, _ = loaded.preprocess(picture)
+            return tensor
+        if source.tensor is not None:
+            return validate_tensor(source.tensor)
+        raise InvalidArgument(f"the {what} is empty: give encoded bytes or a tensor")
+
+    @staticmethod
+    def _result(
+        loaded: LoadedModel,
+        method: JobMethod,
+        query: JobQuery,
+        prepared: _Prepared,
+        finished: FinishedJob,
+        cached: bool,
+        elapsed: float,
+    ) -> ResultEvent:
+        norm = prepared.normalisation
+        k = query.top_k or min(DEFAULT_TOP_K, finished.logits.size)
+
+        def picture(name: str, tensor: np.ndarray[Any, np.dtype[np.float32]]) -> JobPicture:
+            return JobPicture(name=name, tensor=tensor, rgb=to_rgb(torch.from_numpy(tensor), norm))
+
+        return ResultEvent(
+            model=loaded.name,
+            method=method.id,
+            layer=finished.layer,
+            image=picture("result", finished.tensor),
+            images=[picture(name, t) for name, t in finished.images.items()],
+            top_classes=_top(finished.logits, k, loaded.labels),
+            predictions={
+                name: _top(logits, k, loaded.labels)
+                for name, logits in finished.extra_logits.items()
+            },
+            trace=list(finished.trace),
+            steps=len(finished.trace),
+            cached=cached,
+            seed=query.seed,
+            total_s=elapsed,
+        )
+
+
+async def _on_worker(worker: DeviceWorker, fn: Callable[[Models], T]) -> T:
+    """``fn`` on the worker's device thread. On cancellation, the call in flight (one step at
+    most) is let finish before ``CancelledError`` propagates, so the worker is free then."""
+    call = asyncio.ensure_future(worker.run_step(fn, priority=Priority.BACKGROUND))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait([call])
+        if not call.cancelled() and call.exception() is not None:
+            log.debug("a job step failed after its caller left", exc_info=call.exception())
+        raise
+
+
+def _step(job: Job, preview_every: int) -> _Stepped:
+    """One step, and the current image when a preview is due (every N steps and the last)."""
+    started = time.perf_counter()
+    event = job.step()
+    seconds = time.perf_counter() - started
+    due = preview_every > 0 and (
+        event.step % preview_every == 0 or event.done or event.step >= event.total
+    )
+    return _Stepped(
+        event=event, preview=job.preview().detach().cpu() if due else None, seconds=seconds
+    )
+
+
+def _on_device(request: JobRequest, device: torch.device) -> JobRequest:
+    image = request.image.to(device) if request.image is not None else None
+    style = request.style.to(device) if request.style is not None else None
+    return replace(request, image=image, style=style)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return np.ascontiguousarray(tensor.detach().float().cpu().numpy(), dtype=np.float32)
+
+
+def _finished(outcome: JobOutcome, layer: str) -> FinishedJob:
+    return FinishedJob(
+        tensor=_numpy(outcome.tensor),
+        images={name: _numpy(t) for name, t in outcome.images.items()},
+        trace=tuple(float(v) for v in outcome.trace),
+        logits=_numpy(outcome.logits).reshape(-1),
+        extra_logits={name: _numpy(t).reshape(-1) for name, t in outcome.extra_logits.items()},
+        layer=layer,
+    )
+
+
+def _top(
+    logits: np.ndarray[Any, np.dtype[np.float32]], k: int, labels: list[str] | None
+) -> list[ClassScore]:
+    shifted = logits.astype(np.float64) - float(logits.max())
+    probabilities = np.exp(shifted) / np.exp(shifted).sum()
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [
+        ClassScore(
+            index=int(i),
+            label=labels[int(i)] if labels else "",
+            probability=float(probabilities[i]),
+            logit=float(logits[i]),
+        )
+        for i in order
+    ]
+
+
+def _source_hash(loaded: LoadedModel, source: ImageSource | None) -> str:
+    if source is None:
+        return ""
+    if source.encoded is not None:
+        digest = hashlib.sha256(source.encoded).hexdigest()
+        return f"{loaded.preprocess.digest()}:{digest}"
+    if source.tensor is not None:
+        array = np.ascontiguousarray(source.tensor)
+        shape = str((array.dtype.str, array.shape)).encode()
+        return "tensor:" + hashlib.sha256(array.tobytes() + shape).hexdigest()
+    return ""
+
+
+def _check_query(query: JobQuery, loaded: LoadedModel) -> None:
+    """What the service checks itself; the method checks its own options, layer and channel."""
+    if not 0 <= query.preview_every <= MAX_PREVIEW_EVERY:
+        raise InvalidArgument(
+            f"preview_every must be in [0, {MAX_PREVIEW_EVERY}], got {query.preview_every}"
+        )
+    classes = loaded.primary.num_classes
+    if not 0 <= query.top_k <= classes:
+        raise InvalidArgument(f"top_k must be in [0, {classes}], got {query.top_k}")
+    if not 0 <= query.seed <= MAX_SEED:
+        raise InvalidArgument(f"seed must be in [0, 2^63 - 1], got {query.seed}")

@@ -1,0 +1,152 @@
+"""``VisualizeService`` RPCs: protobuf to job queries and events back, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+
+from grpc import aio
+
+from camserve import tensors
+from camserve.v1 import explain_pb2 as pb
+from camserve.v1 import jobs_pb2 as jpb
+from camserve.v1 import jobs_pb2_grpc
+
+from ..config import Settings
+from ..models.loading import LoadedModel
+from ..runtime.metrics import Metrics
+from ..runtime.workers import DeviceWorker
+from ..service import ClassScore
+from ..servicer import _option, _source, option_value
+from .base import JobMethod
+from .events import JobPicture, JobQuery, ProgressEvent, ResultEvent
+from .manager import JobManager
+
+SERVICE_NAME = jpb.DESCRIPTOR.services_by_name["VisualizeService"].full_name
+
+
+def to_query(request: jpb.VisualizeRequest) -> JobQuery:
+    """A ``VisualizeRequest`` as a domain query."""
+    return JobQuery(
+        model=request.model,
+        method=request.method,
+        image=_source(request.input) if request.HasField("input") else None,
+        style=_source(request.style) if request.HasField("style") else None,
+        target=request.target if request.HasField("target") else None,
+        layer=request.layer or None,
+        channel=request.channel if request.HasField("channel") else None,
+        options={name: _option(value) for name, value in request.options.items()},
+        seed=request.seed,
+        preview_every=request.preview_every,
+        top_k=request.top_k,
+    )
+
+
+def _picture(picture: JobPicture) -> jpb.JobImage:
+    message = jpb.JobImage(name=picture.name, rgb=tensors.to_proto(picture.rgb))
+    if picture.tensor is not None:
+        message.tensor.CopyFrom(tensors.to_proto(picture.tensor))
+    return message
+
+
+def _scores(scores: list[ClassScore]) -> list[pb.ClassScore]:
+    return [
+        pb.ClassScore(index=s.index, label=s.label, probability=s.probability, logit=s.logit)
+        for s in scores
+    ]
+
+
+def to_event(event: ProgressEvent | ResultEvent) -> jpb.VisualizeEvent:
+    """A domain event as a ``VisualizeEvent``."""
+    if isinstance(event, ProgressEvent):
+        progress = jpb.JobProgress(
+            step=event.step,
+            total=event.total,
+            loss=event.loss,
+            objective=event.objective,
+            elapsed_ms=event.elapsed_s * 1e3,
+        )
+        if event.preview is not None:
+            progress.preview.CopyFrom(_picture(event.preview))
+        return jpb.VisualizeEvent(progress=progress)
+    return jpb.VisualizeEvent(
+        result=jpb.JobResult(
+            model=event.model,
+            method=event.method,
+            layer=event.layer,
+            image=_picture(event.image),
+            images=[_picture(p) for p in event.images],
+            top_classes=_scores(event.top_classes),
+            predictions=[
+                jpb.JobPredictions(name=name, scores=_scores(scores))
+                for name, scores in event.predictions.items()
+            ],
+            trace=event.trace,
+            steps=event.steps,
+            cached=event.cached,
+            seed=event.seed,
+            total_ms=event.total_s * 1e3,
+        )
+    )
+
+
+def method_info(method: JobMethod) -> jpb.JobMethodInfo:
+    """A job method's description, options, defaults and ranges."""
+    options = []
+    for spec in method.options:
+        info = jpb.JobOptionInfo(
+            name=spec.name,
+            default=option_value(spec.default),
+            choices=list(spec.choices),
+            description=spec.help,
+        )
+        if spec.minimum is not None:
+            info.minimum = float(spec.minimum)
+        if spec.maximum is not None:
+            info.maximum = float(spec.maximum)
+        options.append(info)
+    return jpb.JobMethodInfo(
+        id=method.id,
+        family=method.family,
+        summary=method.summary,
+        needs_image=method.needs_image,
+        needs_target=method.needs_target,
+        uses_layer=method.uses_layer,
+        options=options,
+    )
+
+
+class VisualizeServicer(jobs_pb2_grpc.VisualizeServiceServicer):  # type: ignore[misc,unused-ignore]
+    """The RPC surface of ``JobManager``."""
+
+    def __init__(self, manager: JobManager) -> None:
+        self.manager = manager
+
+    async def Visualize(  # noqa: N802 (the RPC's name)
+        self, request: jpb.VisualizeRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[jpb.VisualizeEvent]:
+        async with aclosing(self.manager.run(to_query(request))) as events:
+            async for event in events:
+                yield to_event(event)
+
+    async def ListJobMethods(  # noqa: N802 (the RPC's name)
+        self, request: jpb.ListJobMethodsRequest, context: aio.ServicerContext
+    ) -> jpb.ListJobMethodsResponse:
+        return jpb.ListJobMethodsResponse(
+            methods=[method_info(m) for m in self.manager.methods()],
+            max_steps=self.manager.max_steps,
+            max_jobs=self.manager.max_jobs,
+        )
+
+
+def add_visualize_service(
+    server: aio.Server,
+    settings: Settings,
+    models: Mapping[str, LoadedModel],
+    pick_worker: Callable[[], DeviceWorker],
+    metrics: Metrics,
+) -> str:
+    """Attach ``VisualizeService`` to ``server``; returns its full name (for reflection)."""
+    manager = JobManager(settings, models, pick_worker, metrics)
+    jobs_pb2_grpc.add_VisualizeServiceServicer_to_server(VisualizeServicer(manager), server)
+    return SERVICE_NAME

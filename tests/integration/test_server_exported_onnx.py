@@ -1,0 +1,115 @@
+"""torch.export (``.pt2``) and ONNX models through the real server: listed, served, refused."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from rpc_helpers import request, stub, tensor_input
+
+from camserve import tensors
+from camserve.v1 import explain_pb2 as pb
+from camserve_server import demo
+from server_harness import ServerThread, settings_for
+
+OCCLUSION = {"window": 16, "stride": 8}
+
+
+@pytest.fixture(scope="module")
+def formats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    folder = tmp_path_factory.mktemp("formats")
+    model = demo.load_demo_model().eval()
+    x = torch.randn(2, 3, *demo.INPUT_SIZE)
+    batch = {"x": {0: torch.export.Dim("batch")}}
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=batch), folder / "demo.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            str(folder / "demo.onnx"),
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
+    common = "input_size = [64, 64]\nmean = [0.5, 0.5, 0.5]\nstd = [0.25, 0.25, 0.25]\n"
+    config = folder / "models.toml"
+    config.write_text(
+        f'[[models]]\nname = "eager"\narch = "camserve_server.demo.model:build_demo_model"\n'
+        f'weights = "{demo.WEIGHTS_PATH.as_posix()}"\n{common}\n'
+        f'[[models]]\nname = "exported"\nexported = "demo.pt2"\n{common}\n'
+        f'[[models]]\nname = "graph"\nonnx = "demo.onnx"\n{common}'
+    )
+    thread = ServerThread(settings_for(config))
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+def test_list_models_names_formats_and_methods(formats_server: ServerThread) -> None:
+    infos = {
+        m.name: m for m in stub(formats_server.address).ListModels(pb.ListModelsRequest()).models
+    }
+    assert infos["exported"].format == "exported"
+    assert infos["graph"].format == "onnx"
+    assert list(infos["exported"].methods) == list(infos["eager"].methods)
+    assert infos["exported"].default_layer == infos["eager"].default_layer
+    assert list(infos["graph"].methods) == ["occlusion", "embedding"]
+    assert list(infos["graph"].layers) == []
+
+
+@pytest.mark.parametrize("model", ["exported", "graph"])
+def test_occlusion_matches_the_eager_model(formats_server: ServerThread, model: str) -> None:
+    client = stub(formats_server.address)
+    image = tensor_input(3)
+    expected = client.Explain(request("eager", "occlusion", image, top_k=2, options=OCCLUSION))
+    got = client.Explain(request(model, "occlusion", image, top_k=2, options=OCCLUSION))
+    assert [h.target for h in got.heatmaps] == [h.target for h in expected.heatmaps]
+    for want, have in zip(expected.heatmaps, got.heatmaps, strict=True):
+        np.testing.assert_allclose(
+            tensors.from_proto(have.map), tensors.from_proto(want.map), atol=1e-4
+        )
+
+
+def test_exported_model_serves_gradcam_like_eager(formats_server: ServerThread) -> None:
+    client = stub(formats_server.address)
+    image = tensor_input(4)
+    expected = client.Explain(request("eager", "gradcam", image))
+    got = client.Explain(request("exported", "gradcam", image))
+    assert got.layer == expected.layer
+    np.testing.assert_allclose(
+        tensors.from_proto(got.heatmaps[0].map),
+        tensors.from_proto(expected.heatmaps[0].map),
+        atol=1e-4,
+    )
+
+
+def test_onnx_embedding_matches_the_eager_model(formats_server: ServerThread) -> None:
+    client = stub(formats_server.address)
+    image = tensor_input(5)
+    expected = client.Embed(pb.EmbedRequest(model="eager", input=image))
+    got = client.Embed(pb.EmbedRequest(model="graph", input=image))
+    assert got.dim == expected.dim
+    assert got.layer.endswith(":input")
+    np.testing.assert_allclose(
+        tensors.from_proto(got.vector), tensors.from_proto(expected.vector), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_onnx_model_refuses_gradcam_naming_its_methods(formats_server: ServerThread) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub(formats_server.address).Explain(request("graph", "gradcam", tensor_input(1)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "occlusion" in caught.value.details() and "embedding" in caught.value.details()
+
+
+def test_onnx_model_refuses_a_layer(formats_server: ServerThread) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub(formats_server.address).Embed(
+            pb.EmbedRequest(model="graph", input=tensor_input(1), layer="features")
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
