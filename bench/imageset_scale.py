@@ -4,9 +4,13 @@ Runs the engine directly (no RPC): ``index_arrays`` with the demo model into the
 in-process store, then the same records written into Redis, then the queries on both.
 Reports images/s, query latency, the exact cosine search's queries/s over the whole set,
 and bytes per image in process and in Redis (``MEMORY USAGE`` of the set's keys).
+``--through-server`` adds the same workload through gRPC and the SDK against a real
+in-process server, once per store (``imageset_server.py``).
 
     python bench/imageset_scale.py                       # 10,000 images, Redis at 127.0.0.1:6379
-    python bench/imageset_scale.py --n 500 --no-redis    # a quick look
+    python bench/imageset_scale.py --through-server      # the engine, then the server path
+    python bench/imageset_scale.py --count 500 --no-redis    # a quick look
+    python bench/imageset_scale.py --count 16 --through-server --skip-engine --repeats 3
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ from camserve_server.imagesets.store import SetStore
 from camserve_server.imagesets.store_memory import MemorySetStore
 from camserve_server.imagesets.store_redis import RedisSetStore
 from camserve_server.models import ExplainableModel
+
+try:
+    from .imageset_server import run_through_server
+except ImportError:  # run as a script: bench/ is on sys.path, not its parent
+    from imageset_server import run_through_server  # type: ignore[no-redef]
 
 LAYERS = ("features.block2", "features.block3")
 
@@ -112,7 +121,7 @@ def run(n: int, batch_size: int, redis_url: str | None, repeats: int) -> dict[st
 
     memory = MemorySetStore(max_bytes=1 << 34)
     memory.create(info)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     counts = index_arrays(
         model,
         memory,
@@ -123,11 +132,12 @@ def run(n: int, batch_size: int, redis_url: str | None, repeats: int) -> dict[st
         embedding_layer=embedding,
         batch_size=batch_size,
     )
-    index_s = time.perf_counter() - started
+    index_s, index_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     described = memory.get("scale")
     report["memory"] = {
         "index_images_per_s": counts.indexed / index_s,
         "index_s": index_s,
+        "index_cpu_s": index_cpu_s,
         "bytes_per_image": described.bytes_used / described.size,
     }
     started = time.perf_counter()
@@ -191,7 +201,7 @@ def _reachable(url: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=10_000, help="images in the set")
+    parser.add_argument("--count", "--n", type=int, default=10_000, help="images in the set")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--no-redis", action="store_true")
@@ -201,11 +211,21 @@ def main() -> None:
         default="100000,1000000",
         help="comma-separated N for the search-only figures on random embeddings ('' for none)",
     )
+    parser.add_argument(
+        "--through-server", action="store_true", help="also index and query through gRPC"
+    )
+    parser.add_argument(
+        "--skip-engine", action="store_true", help="leave out the engine and search-only parts"
+    )
     args = parser.parse_args()
     url = None if args.no_redis or not _reachable(args.redis_url) else args.redis_url
-    report = run(args.n, args.batch_size, url, args.repeats)
-    sizes = [int(size) for size in args.search_sizes.split(",") if size]
-    report["synthetic_search"] = synthetic_search(sizes, int(report["embedding_dim"]))
+    report: dict[str, Any] = {}
+    if not args.skip_engine:
+        report = run(args.count, args.batch_size, url, args.repeats)
+        sizes = [int(size) for size in args.search_sizes.split(",") if size]
+        report["synthetic_search"] = synthetic_search(sizes, int(report["embedding_dim"]))
+    if args.through_server:
+        report["through_server"] = run_through_server(args.count, LAYERS, url, args.repeats)
     print(json.dumps(report, indent=2))
 
 

@@ -2,10 +2,11 @@
 
 On a CPU, what torch allocates is not visible to ``tracemalloc``; the honest
 figure is the process's resident memory. A fresh interpreter per (method,
-budget) loads the model, notes its resident set, resets the kernel's peak
-(``/proc/self/clear_refs``, ``5``), runs the engine's ``explain`` once and reads
-the new peak (``VmHWM``): the difference is what that batch needed on top of the
-loaded model. No allocator cache carries over from another method.
+budget) loads the model, returns freed heap to the kernel (``malloc_trim``),
+notes its resident set, resets the kernel's peak (``/proc/self/clear_refs``,
+``5``), runs the engine's ``explain`` once and reads the new peak (``VmHWM``):
+the difference is what that batch needed on top of the loaded model. No
+allocator cache carries over from another method or from the model's load.
 
 Perturbation methods (occlusion, Score-CAM, Ablation-CAM, integrated gradients,
 SmoothGrad) size their chunks to ``memory_budget_mb`` (``methods/chunking.py``),
@@ -15,6 +16,8 @@ so each is measured under two budgets.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import json
 import resource
@@ -51,6 +54,13 @@ def _status_kib(name: str) -> int:
     raise RuntimeError(f"{name} is not in /proc/self/status")
 
 
+def _trim_heap() -> None:
+    """Hand memory the allocator holds free back to the kernel (glibc ``malloc_trim``), so
+    the batch cannot reuse pages the model load left resident and look smaller."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _reset_peak() -> bool:
     """Reset the peak resident set to the current one; False where the kernel refuses."""
     try:
@@ -81,6 +91,7 @@ def measure(arch: str, size: int, case: MemoryCase, budget_mb: int) -> dict[str,
     method = get_method(case.method)
     backward = method.needs_gradients
     gc.collect()
+    _trim_heap()
     before_kib = _status_kib("VmRSS")
     reset = _reset_peak()
     explain(model, case.method, x, layer=case.layer or None, options=case.options)

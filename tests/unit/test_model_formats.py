@@ -7,6 +7,7 @@ seeded torchvision ResNet-18 and the shipped demo model.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from camserve_server.config import ModelSpec, load_config_file
 from camserve_server.errors import InvalidArgument
 from camserve_server.methods import CachedLayer, explain
 from camserve_server.methods.chunking import rows_per_pass
+from camserve_server.methods.layer_pass import forward_with_layer
 from camserve_server.models import ExplainableModel
 from camserve_server.models.loading import LoadedModel, load_model
 from camserve_server.models.onnx_model import OnnxClassifier
@@ -144,11 +146,22 @@ def test_exported_model_serves_what_the_eager_model_serves(formats: Formats) -> 
     assert structure.conv_layers == eager.conv_layers
 
 
+ONNX_METHODS = (
+    "scorecam",
+    "ablationcam",
+    "eigencam",
+    "occlusion",
+    "feature_maps",
+    "channel_profile",
+    "embedding",
+)
+
+
 def test_onnx_model_serves_forward_only_methods(formats: Formats) -> None:
-    assert formats.onnx.methods == ("occlusion", "embedding")
+    assert formats.onnx.methods == ONNX_METHODS
     model = formats.onnx.primary
-    assert not model.layer_access and not model.gradient_access
-    with pytest.raises(InvalidArgument, match="layers cannot be reached"):
+    assert not model.layer_access and not model.gradient_access and model.layer_outputs
+    with pytest.raises(InvalidArgument, match="no torch module"):
         explain(model, "gradcam", inputs())
     with pytest.raises(InvalidArgument, match="no torch module"):
         _ = model.module
@@ -315,3 +328,128 @@ def test_config_names_exactly_one_source(tmp_path: Path) -> None:
     config.write_text('[[models]]\nname = "a"\nonnx = "a.onnx"\nweights = "w.pt"\n')
     with pytest.raises(InvalidArgument, match="weights go with arch only"):
         load_config_file(config)
+
+
+# Each layer of a graph builds its own session: the ResNet checks a few kinds of module.
+RESNET_LAYERS = ("maxpool", "layer1.0", "layer2.0.downsample", "layer3", "layer4.1", "avgpool")
+
+
+def test_onnx_layers_are_the_eager_modules(formats: Formats) -> None:
+    """Every layer the graph lists is an eager module name with exactly its output."""
+    eager, graph = formats.eager.primary, formats.onnx.primary
+    assert graph.default_layer == eager.default_layer
+    listed = graph.structure.spatial_layers()
+    assert graph.default_layer in listed and set(listed) <= set(eager.structure.layers)
+    assert_same_layer_outputs(
+        eager, graph, listed if formats.eager.name == "demo" else RESNET_LAYERS
+    )
+
+
+@pytest.mark.slow
+def test_every_onnx_resnet_layer_is_the_eager_module(resnet: Formats) -> None:
+    graph = resnet.onnx.primary
+    assert_same_layer_outputs(resnet.eager.primary, graph, graph.structure.spatial_layers())
+
+
+def assert_same_layer_outputs(
+    eager: ExplainableModel, graph: ExplainableModel, layers: Sequence[str]
+) -> None:
+    x = inputs()
+    for layer in layers:
+        want, want_logits = forward_with_layer(eager, x, layer)
+        have, have_logits = forward_with_layer(graph, x, layer)
+        scale = float(want.abs().max().clamp_min(1e-6))
+        torch.testing.assert_close(have, want, rtol=0, atol=1e-4 * scale, msg=layer)
+        torch.testing.assert_close(have_logits, want_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_leaves_out_folded_convolutions_and_repeated_calls(resnet: Formats) -> None:
+    layers = resnet.onnx.primary.structure.layers
+    # The exporter folds each batch norm into its convolution; ReLUs are called twice per block.
+    assert not {"conv1", "bn1", "layer1.0.conv1", "layer1.0.relu", "layer1.0.relu_1"} & set(layers)
+    assert {"relu", "maxpool", "layer1.0", "layer4", "layer4.1", "avgpool", "fc"} <= set(layers)
+
+
+# Score-CAM and Ablation-CAM at a 64-channel layer of each model keep the passes few.
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam", "eigencam"])
+@pytest.mark.parametrize("model", ["resnet", "demo_formats"])
+def test_onnx_layer_cams_match_eager(
+    request: pytest.FixtureRequest, model: str, method: str
+) -> None:
+    chosen: Formats = request.getfixturevalue(model)
+    layer = "layer1" if model == "resnet" else "features"
+    assert_same_explanations(
+        chosen.eager.primary, chosen.onnx.primary, method, top_k=2, layer=layer
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("feature_maps", {"options": {"top_k": 4}}),
+        ("channel_profile", {}),
+        ("eigencam", {}),
+        ("embedding", {"layer": "layer3"}),
+    ],
+)
+def test_onnx_activation_methods_match_eager(resnet: Formats, method: str, kwargs: object) -> None:
+    assert_same_explanations(resnet.eager.primary, resnet.onnx.primary, method, **kwargs)  # type: ignore[arg-type]
+
+
+def test_onnx_layer_can_be_named_by_its_graph_tensor(resnet: Formats) -> None:
+    graph = resnet.onnx.primary
+    tensor = "/layer4/layer4.1/relu_1/Relu_output_0"
+    assert explain(graph, "channel_profile", inputs(), layer=tensor).layer == tensor
+    expected = explain(resnet.eager.primary, "feature_maps", inputs(), layer="layer4")
+    got = explain(graph, "feature_maps", inputs(), layer=tensor)
+    for want, have in zip(expected.samples, got.samples, strict=True):
+        torch.testing.assert_close(have.raw, want.raw, rtol=0, atol=1e-4)
+    with pytest.raises(InvalidArgument, match=r"unknown layer 'layer9'.*valid layers: .*layer4"):
+        explain(graph, "eigencam", inputs(), layer="layer9")
+
+
+def test_onnx_ablationcam_refuses_a_layer_the_graph_does_not_split_at(resnet: Formats) -> None:
+    """The downsample branch of a block is bypassed by the block's main path."""
+    graph = resnet.onnx.primary
+    layer = "layer2.0.downsample"
+    assert graph.known_head(layer) is False and graph.head(layer) is None
+    with pytest.raises(InvalidArgument, match=r"does not split there.*splits at: .*layer4"):
+        explain(graph, "ablationcam", inputs(n=1), layer=layer)
+    assert_same_explanations(resnet.eager.primary, graph, "eigencam", layer=layer)
+
+
+@pytest.mark.slow
+def test_onnx_scorecam_serves_a_layer_the_graph_does_not_split_at(resnet: Formats) -> None:
+    assert_same_explanations(
+        resnet.eager.primary, resnet.onnx.primary, "scorecam", layer="layer2.0.downsample"
+    )
+
+
+@pytest.mark.parametrize("method", ["ablationcam", "scorecam", "feature_maps"])
+def test_onnx_serves_from_a_cached_activation(
+    demo_formats: Formats, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = demo_formats.onnx.primary
+    x = inputs(n=1)
+    first = explain(graph, method, x)
+    assert first.activations is not None and first.logits is not None
+    cached = [CachedLayer(first.activations[0], first.logits[0])]
+
+    def no_backbone(*_args: object) -> None:
+        raise AssertionError("a cache hit must not run the graph up to the layer")
+
+    monkeypatch.setattr(OnnxClassifier, "forward_with_layer", no_backbone)
+    pixels = x if method == "scorecam" else torch.zeros_like(x)  # only Score-CAM reads them
+    again = explain(graph, method, pixels, cached=cached)
+    for want, have in zip(first.samples, again.samples, strict=True):
+        torch.testing.assert_close(have.raw, want.raw)
+
+
+def test_onnx_default_layer_comes_from_the_config(demo_formats: Formats) -> None:
+    onnx_path = demo_formats.folder / "demo.onnx"
+    spec = ModelSpec(
+        name="demo", onnx=str(onnx_path), input_size=SIZE, default_layer="features.block2"
+    )
+    model = load_model(spec, CPU, BUDGET).primary
+    assert model.default_layer == "features.block2"
+    assert explain(model, "eigencam", inputs(n=1)).layer == "features.block2"

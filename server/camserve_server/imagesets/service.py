@@ -24,6 +24,7 @@ from ..config import Settings
 from ..errors import CamserveError, FailedPrecondition, InvalidArgument, NotFound, choices
 from ..models import ExplainableModel
 from ..models.loading import LoadedModel
+from ..runtime.cache import image_key
 from ..runtime.device_slot import Priority
 from ..runtime.metrics import Metrics
 from ..runtime.workers import DeviceWorker
@@ -392,12 +393,13 @@ class ImageSetService:
             if isinstance(result, Outcome):
                 outcomes[position] = result
                 continue
-            member_id, ready, existing = result
-            existing = existing or counts.seen.get(ready.image_hash)
+            member_id, image_hash, ready, existing = result
+            existing = existing or counts.seen.get(image_hash)
             if existing is not None:
                 outcomes[position] = Outcome(member_id, "skipped", existing_id=existing)
                 continue
-            counts.seen[ready.image_hash] = member_id
+            assert ready is not None  # decoded whenever the set does not hold the bytes
+            counts.seen[image_hash] = member_id
             fresh.append((position, member_id, ready))
         if fresh:
             written = await self._compute_and_store(info, loaded, fresh)
@@ -415,14 +417,22 @@ class ImageSetService:
 
     def _prepare_one(
         self, info: SetInfo, loaded: LoadedModel, image: IncomingImage
-    ) -> Outcome | tuple[str, prepare.PreparedImage, str | None]:
-        """Id, decoded image and the member already holding it; or the failure."""
+    ) -> Outcome | tuple[str, str, prepare.PreparedImage | None, str | None]:
+        """Id, hash, decoded image and the member already holding it; or the failure.
+
+        The hash is looked up first: bytes the set already holds are not decoded again
+        (``None`` instead of the decoded image), so a re-send costs one hash lookup.
+        """
         try:
             if not image.encoded:
                 raise InvalidArgument("the image bytes are empty")
+            image_hash = image_key(image.encoded)
+            existing = self.store.has(info.name, image_hash)
+            if existing is not None:
+                return check_member_id(image.id or image_hash), image_hash, None, existing
             ready = prepare.prepare(loaded, image.encoded, self.settings.max_image_pixels)
             member_id = check_member_id(image.id or ready.image_hash)
-            return member_id, ready, self.store.has(info.name, ready.image_hash)
+            return member_id, ready.image_hash, ready, None
         except (InvalidArgument, ValueError) as exc:
             code = exc.status if isinstance(exc, CamserveError) else "INVALID_ARGUMENT"
             return Outcome(image.id or "", "failed", code=code, reason=str(exc))

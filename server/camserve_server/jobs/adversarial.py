@@ -98,8 +98,8 @@ class AttackJob:
         with torch.inference_mode():
             self.original_logits = model.module(normalisation.from_pixels(self.original))[0]
         self.targeted = request.target is not None
-        label = request.target if self.targeted else int(self.original_logits.argmax())
-        self.label = torch.tensor([int(label)], device=model.device)
+        label = request.target if request.target is not None else int(self.original_logits.argmax())
+        self.label = torch.tensor([label], device=model.device)
         self.pixels = self.original.clone()
         if not fgsm and options["random_start"]:
             generator = device_generator(model.device, request.seed)

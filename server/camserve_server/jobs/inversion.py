@@ -16,7 +16,13 @@ from .base import Job, JobMethod, JobRequest, OptionSpec
 from .capture import forward_capture, spatial_layer
 from .common import NOISE_OPTION, batch, lr_option, normalisation_of, steps_option
 from .optimisation import ImageOptimisation
-from .parameterisation import PixelImage, device_generator, noise_pixels
+from .parameterisation import (
+    FourierImage,
+    ImageParameterisation,
+    PixelImage,
+    device_generator,
+    noise_pixels,
+)
 from .regularisers import total_variation
 
 
@@ -31,8 +37,14 @@ class FeatureInversion(JobMethod):
     uses_layer = True
     options = (
         steps_option(200),
-        lr_option(0.05),
-        OptionSpec("tv", 0.05, minimum=0.0, maximum=1e6, help="weight of the TV prior"),
+        lr_option(0.1),
+        OptionSpec(
+            "parameterization",
+            "pixel",
+            choices=("fourier", "pixel"),
+            help="decorrelated Fourier basis (a preconditioner, Olah et al.) or raw pixels",
+        ),
+        OptionSpec("tv", 0.005, minimum=0.0, maximum=1e6, help="weight of the TV prior"),
         NOISE_OPTION,
     )
 
@@ -57,6 +69,10 @@ class FeatureInversion(JobMethod):
             float(options["noise_std"]),
         )
 
+        parameterisation: ImageParameterisation = (
+            FourierImage(start) if options["parameterization"] == "fourier" else PixelImage(start)
+        )
+
         def loss(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             captured = forward_capture(
                 model, normalisation.from_pixels(pixels), [layer], logits=False
@@ -67,9 +83,10 @@ class FeatureInversion(JobMethod):
         return ImageOptimisation(
             model,
             normalisation,
-            PixelImage(start),
+            parameterisation,
             loss,
             steps=int(options["steps"]),
             lr=float(options["lr"]),
+            decay=True,
             images={"original": source[0]},
         )

@@ -32,6 +32,7 @@ class ImageOptimisation:
         steps: int,
         lr: float,
         stop: Callable[[float], bool] | None = None,
+        decay: bool = False,
         images: dict[str, torch.Tensor] | None = None,
         extra_logits: dict[str, torch.Tensor] | None = None,
     ) -> None:
@@ -42,6 +43,14 @@ class ImageOptimisation:
         self.total_steps = int(steps)
         self.stop = stop
         self.optimiser = torch.optim.Adam(parameterisation.parameters(), lr=lr)
+        # decay: the learning rate falls linearly to a tenth over the steps (fine convergence)
+        self.schedule = (
+            torch.optim.lr_scheduler.LinearLR(
+                self.optimiser, 1.0, 0.1, total_iters=max(1, self.total_steps - 1)
+            )
+            if decay
+            else None
+        )
         self.trace: list[float] = []
         self.objectives: list[float] = []
         self.images = images or {}
@@ -58,9 +67,11 @@ class ImageOptimisation:
             loss_value, objective_value = float(loss.detach()), float(objective.detach())
             stopping = self.stop is not None and self.stop(objective_value)
             if not stopping:
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 self.optimiser.step()
                 self.parameterisation.after_step()
+                if self.schedule is not None:
+                    self.schedule.step()
         self.trace.append(loss_value)
         self.objectives.append(objective_value)
         self.finished = stopping or len(self.trace) >= self.total_steps

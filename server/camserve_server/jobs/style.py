@@ -218,7 +218,9 @@ def gram_loss(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
     return total / len(targets)
 
 
-def _grams(model: ExplainableModel, image: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+def _grams(
+    model: ExplainableModel, image: torch.Tensor, layers: list[str]
+) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         captured = forward_capture(model, image, layers, logits=False)
     return {name: gram_matrix(captured.layers[name]) for name in layers}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import BatchInput, Rows
+from ..errors import InvalidArgument, choices
+from .base import BatchInput, BatchResult, Rows
 from .cam_base import CamMethod
 from .chunking import rows_per_pass, spans
 from .layer_pass import layer_hook
@@ -14,7 +15,8 @@ from .options import Option, int_in
 class AblationCam(CamMethod):
     """``w_k = (y_c - y_c[A_k := 0]) / y_c``. Only the head after the layer runs on the
     ablated activations (a full forward that substitutes them where the model cannot be
-    split), in batches sized to the memory budget.
+    split), in batches sized to the memory budget. A forward-only graph cannot
+    substitute an activation inside a full pass: there only layers it splits at serve.
     """
 
     id = "ablationcam"
@@ -32,6 +34,19 @@ class AblationCam(CamMethod):
             int_in(0, 4096),
         ),
     )
+
+    def run(self, batch: BatchInput) -> BatchResult:
+        model = batch.model
+        assert batch.layer is not None
+        if model.graph is not None and model.head(batch.layer) is None:
+            splits = [name for name in model.structure.spatial_layers() if model.known_head(name)]
+            raise InvalidArgument(
+                f"ablationcam cannot run at layer {batch.layer!r} of model {model.name!r}: its "
+                "graph does not split there (another path reaches the logits around it), and "
+                "an ONNX graph cannot take a replaced activation in a full pass; layers it "
+                f"splits at: {choices(splits)}"
+            )
+        return super().run(batch)
 
     def cam_forward_only(
         self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows

@@ -12,7 +12,7 @@ from ..errors import InvalidArgument, choices
 from ..models import ExplainableModel
 from .base import BatchInput, BatchResult, Family, Method, MethodNotApplicable, SampleResult
 from .heatmap import minmax
-from .layer_pass import layer_forward, layer_hook
+from .layer_pass import forward_with_layer, layer_forward
 from .options import Option, flag, int_in
 
 
@@ -151,9 +151,8 @@ class Embedding(ActivationMethod):
                 layer = f"{layer}:input"
             else:
                 layer = layer or model.default_layer
-                with layer_hook(model.submodule(layer)) as outputs:
-                    logits = model.module(batch.x)
-                vectors = outputs[0].flatten(1)
+                activation, logits = forward_with_layer(model, batch.x, layer)
+                vectors = activation.flatten(1)
             if batch.options["normalize"]:
                 vectors = F.normalize(vectors, dim=1)
         samples = [_activation_sample(logits[i], vectors[i]) for i in range(vectors.shape[0])]

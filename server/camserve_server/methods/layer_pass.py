@@ -4,7 +4,8 @@ The backward pass of the CAM family stops at the layer: the layer's output is
 detached into a leaf that requires grad, so autograd never builds a graph
 before it, and parameters never need gradients. A cached activation skips the
 backbone: only the head after the layer runs (``ExplainableModel.head``), or,
-for a model that cannot be split, a full forward that substitutes it.
+for a model that cannot be split, a full forward that substitutes it. A
+forward-only graph has no hooks: it outputs the layer's activation itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgument
+from ..models import ExplainableModel
 from .base import BatchInput, Rows, resolve_targets
 
 
@@ -55,6 +57,17 @@ def layer_hook(
         handle.remove()
 
 
+def forward_with_layer(
+    model: ExplainableModel, x: torch.Tensor, layer: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's activation and the logits of one forward pass (a hook, or a graph output)."""
+    if model.graph is not None:
+        return model.graph.forward_with_layer(x, layer)
+    with layer_hook(model.submodule(layer)) as captured:
+        logits = model.module(x)
+    return captured[0], logits
+
+
 def _partition(batch: BatchInput) -> tuple[list[int], list[int]]:
     misses = [i for i, c in enumerate(batch.cached) if c is None]
     hits = [i for i, c in enumerate(batch.cached) if c is not None]
@@ -85,9 +98,7 @@ def layer_forward(batch: BatchInput) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.inference_mode():
         parts: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
         if misses:
-            with layer_hook(model.submodule(batch.layer)) as captured:
-                logits = model.module(batch.x[misses])
-            parts.append((misses, captured[0], logits))
+            parts.append((misses, *forward_with_layer(model, batch.x[misses], batch.layer)))
         if hits:
             parts.append((hits, *_cached(batch, hits)))
         activation, logits = _assemble(parts, len(batch.cached))

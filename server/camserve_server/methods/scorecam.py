@@ -47,7 +47,7 @@ class ScoreCam(CamMethod):
             low = masks.amin(dim=(2, 3), keepdim=True)
             high = masks.amax(dim=(2, 3), keepdim=True)
             masks = (masks - low) / (high - low + 1e-8)
-            scores[start:stop] = batch.model.module(batch.x[sample] * masks)
+            scores[start:stop] = batch.model.forward(batch.x[sample] * masks)
         per_row = scores.view(n, k, -1)[rows.sample, :, rows.target]
         weights = torch.softmax(per_row, dim=-1)
         return torch.einsum("mk,mkhw->mhw", weights, activation[rows.sample])

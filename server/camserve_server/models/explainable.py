@@ -3,14 +3,16 @@
 Wraps an ``nn.Module`` once: eval mode, parameters frozen (no parameter
 gradient is ever computed), its structure inspected, and one head per layer
 split off lazily so a cached activation can skip the backbone. A forward-only
-classifier (an ONNX graph) is wrapped too: it has no module, no layers and no
-gradients, and serves the methods that only call ``forward``.
+classifier (an ONNX graph) is wrapped too: it has no module and no gradients,
+and serves the methods that only call ``forward``, and, where it can output its
+layers (``layer_outputs``), those that read a layer's activation in a forward
+pass; its heads come from the classifier itself.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import fx, nn
@@ -19,6 +21,8 @@ from ..errors import InvalidArgument, choices
 from .forward_only import ForwardOnlyClassifier
 from .inspection import ModelStructure, inspect_model
 from .split import build_head, head_matches
+
+Head = Callable[[torch.Tensor], torch.Tensor]
 
 
 class ExplainableModel:
@@ -55,6 +59,7 @@ class ExplainableModel:
             for parameter in self._module.parameters():
                 parameter.requires_grad_(False)
             self.layer_access = layer_access
+            self.layer_outputs = layer_access
             self.gradient_access = True
             self.structure: ModelStructure = inspect_model(
                 self._module, self.input_size, self.device, hooks=layer_access
@@ -66,6 +71,7 @@ class ExplainableModel:
             self.layer_access = False
             self.gradient_access = False
             self.structure = module.structure
+            self.layer_outputs = bool(self.structure.default_layer or default_layer)
         self.num_classes = self.structure.num_classes
         self.labels = list(labels) if labels is not None else None
         if self.labels is not None and len(self.labels) != self.num_classes:
@@ -74,11 +80,11 @@ class ExplainableModel:
             )
         self._modules = dict(self._module.named_modules()) if self._module is not None else {}
         self.default_layer = ""
-        if self.layer_access:
+        if self.layer_outputs:
             self.default_layer = self.resolve_layer(default_layer or self.structure.default_layer)
         self._heads: dict[str, fx.GraphModule | None] = {}
         self._heads_lock = threading.Lock()
-        if self.layer_access:
+        if self.layer_outputs:
             self.head(self.default_layer)  # split once at load, while nothing else runs
 
     @property
@@ -87,7 +93,7 @@ class ExplainableModel:
         if self._module is None:
             raise InvalidArgument(
                 f"model {self.name!r} is a forward-only graph: it has no torch module, "
-                "no layers and no gradients"
+                "no layer hooks and no gradients"
             )
         return self._module
 
@@ -100,6 +106,8 @@ class ExplainableModel:
 
     def known_head(self, layer: str) -> bool | None:
         """Whether ``layer`` has a head, if already worked out (None: not yet); never builds."""
+        if self.graph is not None:
+            return self.graph.splits_at(layer)  # graph analysis: nothing is built
         if layer not in self._heads:
             return None
         return self._heads[layer] is not None
@@ -111,11 +119,17 @@ class ExplainableModel:
         return [info.name for info in infos]
 
     def resolve_layer(self, layer: str | None) -> str:
-        """Return ``layer`` (or the default), checked to name a module with a tensor output."""
-        if not self.layer_access:
+        """Return ``layer`` (or the default), checked to name a module with a tensor output.
+
+        On a forward-only graph a name of one of its internal tensors is accepted too.
+        """
+        if not self.layer_outputs:
             raise InvalidArgument(f"model {self.name!r} is compiled: its layers cannot be reached")
         if not layer:
             return self.default_layer
+        in_graph = self.graph is not None and self.graph.has_tensor(layer)
+        if in_graph and layer not in self.structure.layers:
+            return layer
         if layer not in self.structure.layers:
             spatial = self.structure.spatial_layers()
             outermost_first = sorted(
@@ -124,17 +138,26 @@ class ExplainableModel:
             raise InvalidArgument(
                 f"unknown layer {layer!r} for model {self.name!r} "
                 f"(default {self.default_layer!r}); valid layers: {choices(outermost_first)}"
+                + ("; or the name of a tensor of its graph" if self.graph is not None else "")
             )
         return layer
 
     def submodule(self, layer: str) -> nn.Module:
         """The module at a dotted path (``layer4``, ``features.12``)."""
-        module: nn.Module = self._modules[self.resolve_layer(layer)]
+        name = self.resolve_layer(layer)
+        if self.graph is not None:
+            raise InvalidArgument(
+                f"model {self.name!r} is a forward-only graph: it has no torch module to hook "
+                f"at layer {name!r}, and no gradients"
+            )
+        module: nn.Module = self._modules[name]
         return module
 
-    def head(self, layer: str) -> fx.GraphModule | None:
+    def head(self, layer: str) -> Head | None:
         """The model after ``layer``, verified on a probe input; None if it cannot be split."""
         with self._heads_lock:
+            if self.graph is not None:
+                return self.graph.head(layer)  # built and kept by the graph itself
             if layer not in self._heads:
                 self._heads[layer] = self._build_verified_head(layer)
             return self._heads[layer]

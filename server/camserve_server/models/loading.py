@@ -8,8 +8,9 @@ activations.
 
 What each format serves (``supported_methods``): ``torch`` and ``exported``
 every method their structure allows; ``torchscript`` the methods that need no
-layer access; ``onnx`` the forward-only methods without layers (occlusion) and
-the default embedding.
+layer access; ``onnx`` the forward-only methods: occlusion, the embedding, and
+those that read a layer's activation in a forward pass (Score-CAM, Ablation-CAM,
+Eigen-CAM, feature maps, channel profile).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from .imaging import Preprocess
 from .onnx_model import OnnxClassifier
 
 log = logging.getLogger(__name__)
+
+# Methods that patch the model's ReLUs or read a convolution's weights.
+_NEEDS_MODULES = ("guided_backprop", "deconvnet", "guided_gradcam", "filters")
 
 
 @dataclass
@@ -114,20 +118,18 @@ def model_format(spec: ModelSpec) -> str:
 def supported_methods(model: ExplainableModel) -> tuple[str, ...]:
     """The registry's methods this model can serve, in registry order.
 
-    Without layer access only layer-free methods remain (the embedding too when a
-    forward-only graph provides it); without gradients only forward-only ones.
+    Without layer outputs only layer-free methods remain (the embedding too when a
+    forward-only graph provides it); without gradients only forward-only ones;
+    without the modules themselves none that patch or read them.
     """
     supported = []
     for method_id, method in METHODS.items():
         layer_free = method_id == "embedding" and model.graph is not None
-        if method.uses_layer and not model.layer_access and not layer_free:
+        if method.uses_layer and not model.layer_outputs and not layer_free:
             continue
         if method.needs_gradients and not model.gradient_access:
             continue
-        if (
-            method_id in ("guided_backprop", "deconvnet", "guided_gradcam")
-            and not model.layer_access
-        ):
+        if method_id in _NEEDS_MODULES and not model.layer_access:
             continue
         try:
             method.check_model(model)

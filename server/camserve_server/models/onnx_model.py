@@ -1,7 +1,15 @@
 """Run an ONNX classifier with onnxruntime: forward passes only.
 
 An ONNX graph offers no layer hooks and no gradients, so it serves the methods
-that only read the logits of (perturbed) inputs, occlusion, and embeddings.
+that only read logits of (perturbed) inputs and a layer's activation: occlusion,
+Score-CAM, Ablation-CAM, Eigen-CAM, feature maps, channel profiles, embeddings.
+
+Layers are the eager model's module names, mapped to graph tensors by
+``onnx_layers`` (a raw tensor name is accepted too). For a layer, a session of
+the graph with that tensor as an extra output returns the activation and the
+logits in one run; where the graph splits at the layer, the part after it is
+extracted as its own session (the head), which Ablation-CAM and cache hits run
+alone. Both are built on first use and the most recent few are kept.
 
 The embedding (the ``Embed`` RPC's default: the penultimate features) is made a
 graph output at load: walking back from the logits over a bias ``Add``, the
@@ -23,7 +31,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -33,9 +44,21 @@ from google.protobuf.message import DecodeError
 from onnx import helper, shape_inference
 
 from ..errors import InvalidArgument
-from .inspection import ModelStructure
+from .inspection import LayerInfo, ModelStructure
+from .onnx_layers import (
+    default_graph_layer,
+    graph_layers,
+    head_model,
+    head_nodes,
+    known_shapes,
+    with_outputs,
+)
 
 log = logging.getLogger(__name__)
+
+MAX_CACHED_SESSIONS = 4  # per kind (layer outputs, heads): each holds a copy of the weights
+
+_Cached = TypeVar("_Cached")
 
 
 class OnnxClassifier:
@@ -46,6 +69,7 @@ class OnnxClassifier:
     ) -> None:
         self.name = name
         self.device = device
+        self._input_size = input_size
         try:
             model = onnx.load(str(path))
         except (OSError, ValueError, DecodeError) as exc:
@@ -64,23 +88,30 @@ class OnnxClassifier:
         self._embedding = _final_linear_input(graph, initializers)
         self._embedding_layer = None if self._embedding is None else self._embedding[1]
         inferred = _infer_at_batch_one(model, self._input, input_size)
+        self._types = _elem_types(inferred)
         if self._embedding is not None and self._embedding[0] not in {o.name for o in graph.output}:
-            kind = _elem_types(inferred).get(self._embedding[0], onnx.TensorProto.FLOAT)
+            kind = self._types.get(self._embedding[0], onnx.TensorProto.FLOAT)
             graph.output.append(helper.make_tensor_value_info(self._embedding[0], kind, None))
-        try:
-            self._session = ort.InferenceSession(
-                model.SerializeToString(), _session_options(), providers=_providers(name, device)
-            )
-        except (RuntimeError, ValueError) as exc:
-            raise InvalidArgument(f"model {name!r}: onnxruntime cannot run {path}: {exc}") from None
+        self._model = model
+        self._session = self._new_session(model)
+        self._layers = graph_layers(graph, known_shapes(inferred))
+        self._tensors = {out for node in graph.node for out in node.output}
+        self._lock = threading.Lock()
+        self._layer_sessions: OrderedDict[str, ort.InferenceSession] = OrderedDict()
+        self._heads: OrderedDict[str, OnnxHead] = OrderedDict()
+        self._splits: dict[str, bool] = {}
+        self._unverified: set[str] = set()
         probe = torch.zeros(1, 3, *input_size, device=device)
         vectors, logits = self._run(probe, with_embedding=self._embedding is not None)
         if logits.dim() != 2:
             raise InvalidArgument(f"model {name!r}: the first ONNX output must be logits (N, C)")
         self._structure = ModelStructure(
             num_classes=int(logits.shape[1]),
-            layers={},
-            default_layer="",
+            layers={
+                layer.name: LayerInfo(layer.name, layer.kind, layer.shape, layer.order)
+                for layer in self._layers.values()
+            },
+            default_layer=default_graph_layer(graph, self._layers),
             final_linear=None,
             embedding_dim=int(vectors[0].numel()) if vectors is not None else 0,
             activation_bytes=_activation_bytes(inferred),
@@ -102,6 +133,93 @@ class OnnxClassifier:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, with_embedding=False)[1]
 
+    @property
+    def cached_sessions(self) -> int:
+        """Layer and head sessions held now (each a copy of the weights), at most twice the cap."""
+        with self._lock:
+            return len(self._layer_sessions) + len(self._heads)
+
+    def has_tensor(self, name: str) -> bool:
+        """Whether some node of the graph outputs a tensor called ``name``."""
+        return name in self._tensors
+
+    def layer_tensor(self, layer: str) -> str:
+        """The graph tensor a layer (a module name, or a tensor name itself) stands for."""
+        found = self._layers.get(layer)
+        if found is not None:
+            return found.tensor
+        if layer in self._tensors:
+            return layer
+        raise InvalidArgument(f"model {self.name!r}: its graph has no layer or tensor {layer!r}")
+
+    def forward_with_layer(self, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's activation and the logits ``(N, C)`` of one onnxruntime run."""
+        self._check_input(x)
+        tensor = self.layer_tensor(layer)
+        with self._lock:
+            session = self._layer_sessions.get(tensor)
+            if session is None:
+                session = self._new_session(with_outputs(self._model, [tensor], self._types))
+            _remember(self._layer_sessions, tensor, session)
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        logits, activation = _run_arrays(
+            session, self._input, [self._logits, tensor], array, self._dims[0]
+        )
+        return torch.from_numpy(activation).to(x.device), torch.from_numpy(logits).to(x.device)
+
+    def splits_at(self, layer: str) -> bool:
+        """Whether the logits depend on the input only through this layer (graph analysis)."""
+        tensor = self.layer_tensor(layer)
+        if tensor not in self._splits:
+            nodes = head_nodes(self._model.graph, tensor, self._logits)
+            self._splits[tensor] = nodes is not None
+        return self._splits[tensor] and tensor not in self._unverified
+
+    def head(self, layer: str) -> OnnxHead | None:
+        """The graph after ``layer`` as its own session, checked on a probe; None if no split."""
+        tensor = self.layer_tensor(layer)
+        with self._lock:
+            head = self._heads.get(tensor)
+        if head is None:
+            head = self._build_head(tensor, layer) if self.splits_at(layer) else None
+            if head is None:
+                return None
+        with self._lock:
+            _remember(self._heads, tensor, head)
+        return head
+
+    def _build_head(self, tensor: str, layer: str) -> OnnxHead | None:
+        nodes = head_nodes(self._model.graph, tensor, self._logits)
+        assert nodes is not None
+        try:
+            model = head_model(self._model, nodes, tensor, self._logits)
+            head = OnnxHead(self._new_session(model), tensor, self._logits, self._dims[0])
+            if self._head_matches(head, layer):
+                return head
+            log.warning("model %s: the head after %s differs from the graph", self.name, layer)
+        except InvalidArgument as exc:
+            log.warning("model %s: no head after %s: %s", self.name, layer, exc)
+        self._unverified.add(tensor)
+        return None
+
+    def _head_matches(self, head: OnnxHead, layer: str) -> bool:
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.randn(2, 3, *self._input_size, generator=generator).to(self.device)
+        activation, logits = self.forward_with_layer(probe, layer)
+        out = head(activation)
+        scale = float(logits.abs().max().clamp_min(1.0))
+        return out.shape == logits.shape and bool((out - logits).abs().max() <= 1e-4 * scale)
+
+    def _new_session(self, model: onnx.ModelProto) -> ort.InferenceSession:
+        try:
+            return ort.InferenceSession(
+                model.SerializeToString(),
+                _session_options(),
+                providers=_providers(self.name, self.device),
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise InvalidArgument(f"model {self.name!r}: onnxruntime cannot run: {exc}") from None
+
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._embedding is None:
             raise InvalidArgument(f"model {self.name!r}: its ONNX graph has no embedding output")
@@ -117,11 +235,7 @@ class OnnxClassifier:
             [self._embedding[0]] if with_embedding and self._embedding else []
         )
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        batch = self._dims[0]
-        if isinstance(batch, int) and batch > 0:
-            outputs = _run_fixed_batch(self._session, self._input, names, array, batch)
-        else:
-            outputs = [np.asarray(o) for o in self._session.run(names, {self._input: array})]
+        outputs = _run_arrays(self._session, self._input, names, array, self._dims[0])
         logits = torch.from_numpy(outputs[0]).to(x.device)
         vectors = torch.from_numpy(outputs[1]).to(x.device) if len(outputs) > 1 else None
         return vectors, logits
@@ -135,6 +249,44 @@ class OnnxClassifier:
                 raise InvalidArgument(
                     f"model {self.name!r} takes inputs of shape ({shape}); got {tuple(x.shape)}"
                 )
+
+
+class OnnxHead:
+    """The graph after a layer, run by its own session: logits ``(N, C)`` from the activation."""
+
+    def __init__(
+        self, session: ort.InferenceSession, tensor: str, logits: str, batch: int | str
+    ) -> None:
+        self._session = session
+        self._tensor = tensor
+        self._logits = logits
+        self._batch = batch
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        array = activation.detach().to("cpu", torch.float32).contiguous().numpy()
+        (logits,) = _run_arrays(self._session, self._tensor, [self._logits], array, self._batch)
+        return torch.from_numpy(logits).to(activation.device)
+
+
+def _remember(cache: OrderedDict[str, _Cached], key: str, value: _Cached) -> None:
+    """Put ``value`` first in a small most-recently-used cache, dropping the oldest beyond it."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > MAX_CACHED_SESSIONS:
+        cache.popitem(last=False)
+
+
+def _run_arrays(
+    session: ort.InferenceSession,
+    input_name: str,
+    names: list[str],
+    array: np.ndarray,
+    batch: int | str,
+) -> list[np.ndarray]:
+    """Run ``session`` on ``array``; a graph with a fixed batch runs in slices of it."""
+    if isinstance(batch, int) and batch > 0:
+        return _run_fixed_batch(session, input_name, names, array, batch)
+    return [np.asarray(o) for o in session.run(names, {input_name: array})]
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
