@@ -101,7 +101,9 @@ def measure(arch: str, size: int, case: MemoryCase, budget_mb: int) -> dict[str,
         "layer": (case.layer or model.default_layer) if method.uses_layer else "",
         "batch": case.batch,
         "budget_mb": budget_mb,
-        "rows_per_pass": rows_per_pass(model, 0, backward=backward),
+        "rows_per_pass": rows_per_pass(model, 0, backward=backward)
+        if case.method in PERTURBATION_METHODS
+        else None,  # the batch itself: not chunked
         "estimated_row_mb": model.structure.activation_bytes * (3 if backward else 1) / 2**20,
         "peak_mb": (peak_kib - before_kib) / 1024,
         "peak_measure": "VmHWM after clear_refs" if reset else "ru_maxrss (includes model load)",

@@ -119,11 +119,12 @@ def table(r: dict[str, Any]) -> str:
         )
     for row in r["memory"]:
         layer = f" at {row['layer']}" if row["layer"] else ""
+        chunks = f", {row['rows_per_pass']} rows per pass" if row["rows_per_pass"] else ""
         rows.append(
             (
                 f"peak memory {row['method']}{layer}, budget {row['budget_mb']} MiB",
-                f"{row['peak_mb']:.0f} MiB (batch {row['batch']}, {row['rows_per_pass']} rows "
-                f"per pass){'' if row['within_budget'] else '  OVER BUDGET'}",
+                f"{row['peak_mb']:.0f} MiB (batch {row['batch']}{chunks})"
+                f"{'' if row['within_budget'] else '  OVER BUDGET'}",
             )
         )
     rows += [(f"ratio {name}", f"{value:.2f}x") for name, value in r["ratios"].items()]

@@ -2,13 +2,16 @@
 
 Shared by the blocking and the asyncio client. ``IndexRun`` drives one ``index`` call:
 it reads and encodes the images lazily (one message per ``chunk`` images), records
-the images it could not read as failed without sending them, and turns the server's
-progress replies into a progress callback and an ``IndexResult``.
+the images it could not read as failed without sending them, turns the server's
+progress replies into a progress callback and an ``IndexResult``, and, when a stream
+ends with UNAVAILABLE, opens the next one with the images not answered yet.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from camserve._inputs import ImageInput, encode_image
 from camserve._progress import ProgressBar
+from camserve._resume import ResumePolicy, SentLedger
 from camserve.errors import InvalidArgumentError
 from camserve.sets import (
     ActivatingPatch,
@@ -110,7 +114,13 @@ def image_set(info: pb.ImageSetInfo) -> ImageSet:
 
 
 class IndexRun:
-    """One ``index`` call: the request stream out, the progress replies in."""
+    """One ``index`` call: request streams out, progress replies in, resumed when cut.
+
+    The server answers the images of a stream in the order they were sent, one
+    outcome each, so the first ``acknowledged`` images are done and a stream cut with
+    UNAVAILABLE is followed by one that starts at the first unanswered image. Counts
+    and progress add up over the streams: each image is counted once, by its outcome.
+    """
 
     def __init__(
         self,
@@ -122,6 +132,7 @@ class IndexRun:
         embedding_layer: str | None,
         progress: bool | Progress | None,
         chunk: int = DEFAULT_CHUNK,
+        policy: ResumePolicy | None = None,
     ) -> None:
         self.header = pb.IndexImagesRequest(
             set=_text(name, "set"),
@@ -136,65 +147,110 @@ class IndexRun:
             raise InvalidArgumentError(f"chunk must be at least 1, got {chunk}")
         self.items, self.total = image_items(images)
         self.chunk = chunk
+        self.policy = policy or ResumePolicy()
         self.outcomes: list[IndexOutcome] = []
         self.local_failures = 0
-        self.server_done = 0
         self.info: ImageSet | None = None
-        self.counts = (0, 0, 0)
+        self.counts: dict[IndexStatus, int] = {"indexed": 0, "skipped": 0, "failed": 0}
+        self.resumed = 0
         self.report, self.close_progress = progress_callback(progress, self.total)
+        self.ledger: SentLedger[tuple[str, bytes]] = SentLedger(self._encoded())
+        self._lock = threading.Lock()
+        self._stream = 0
+        self._answered_before = 0  # acknowledged when the current stream opened
+        self._idle = 0  # streams in a row cut before any answer
+        self._timed = False
+        self._ends_at: float | None = None
 
     def requests(self) -> Iterator[pb.IndexImagesRequest]:
-        """The messages to send: the header (with the first images), then chunks of images."""
+        """The messages of a new stream: the header, then every image not answered yet
+        (first those an earlier stream sent, then new ones), ``chunk`` to a message."""
+        self._stream += 1
+        self._answered_before = self.ledger.acknowledged
+        return self._messages(self._stream, self._answered_before)
+
+    def _messages(self, stream: int, position: int) -> Iterator[pb.IndexImagesRequest]:
         message = pb.IndexImagesRequest()
         message.CopyFrom(self.header)
+        while stream == self._stream:  # a stream already cut takes no more images
+            item = self.ledger.get(position)
+            if item is None:
+                break
+            position += 1
+            message.images.add(id=item[0], encoded=item[1])
+            if len(message.images) >= self.chunk:
+                yield message
+                message = pb.IndexImagesRequest()
+        if stream == self._stream and (message.images or message.set):
+            yield message
+
+    def _encoded(self) -> Iterator[tuple[str, bytes]]:
+        """``(id, encoded)`` of each image, read once; an unreadable one fails here."""
         for member_id, image in self.items:
             try:
                 encoded = encode_image(image)
             except InvalidArgumentError as exc:
-                self.outcomes.append(
-                    IndexOutcome(member_id, "failed", exc.details, "INVALID_ARGUMENT")
-                )
-                self.local_failures += 1
+                with self._lock:
+                    self.outcomes.append(
+                        IndexOutcome(member_id, "failed", exc.details, "INVALID_ARGUMENT")
+                    )
+                    self.local_failures += 1
                 self._report()
                 continue
-            message.images.add(id=member_id, encoded=encoded)
-            if len(message.images) >= self.chunk:
-                yield message
-                message = pb.IndexImagesRequest()
-        if message.images or message.set:
-            yield message
+            yield member_id, encoded
 
     def on_reply(self, reply: pb.IndexImagesResponse) -> None:
-        for outcome in reply.outcomes:
-            self.outcomes.append(
-                IndexOutcome(
-                    id=outcome.id,
-                    status=_STATUS.get(outcome.status, "failed"),
-                    reason=outcome.reason,
-                    code=_CODES.get(outcome.code, "") if outcome.code else "",
-                    existing_id=outcome.existing_id,
+        with self._lock:
+            for outcome in reply.outcomes:
+                status = _STATUS.get(outcome.status, "failed")
+                self.counts[status] += 1
+                self.outcomes.append(
+                    IndexOutcome(
+                        id=outcome.id,
+                        status=status,
+                        reason=outcome.reason,
+                        code=_CODES.get(outcome.code, "") if outcome.code else "",
+                        existing_id=outcome.existing_id,
+                    )
                 )
-            )
-        self.server_done = int(reply.received)
-        self.counts = (int(reply.indexed), int(reply.skipped), int(reply.failed))
-        if reply.HasField("set"):
-            self.info = image_set(reply.set)
+            self.ledger.acknowledge(len(reply.outcomes))
+            if reply.HasField("set"):
+                self.info = image_set(reply.set)
         self._report()
 
     def _report(self) -> None:
-        self.report(self.server_done + self.local_failures, self.total)
+        self.report(self.ledger.acknowledged + self.local_failures, self.total)
+
+    def resume_delay(self, error: grpc.RpcError) -> float | None:
+        """Seconds to wait before the next stream after ``error``; None: give up.
+
+        Only UNAVAILABLE is resumed; at most ``policy.max_idle`` streams in a row that
+        were cut before any image was answered, and never past the call's deadline.
+        """
+        code = error.code() if callable(getattr(error, "code", None)) else None
+        if code != grpc.StatusCode.UNAVAILABLE:
+            return None
+        answered = self.ledger.acknowledged > self._answered_before
+        self._idle = 0 if answered else self._idle + 1
+        if self._idle > self.policy.max_idle:
+            return None
+        delay = self.policy.delay(self._idle)
+        if self._ends_at is not None and time.monotonic() + delay >= self._ends_at:
+            return None
+        self.resumed += 1
+        return delay
 
     def finish(self) -> IndexResult:
         self.close_progress()
         if self.info is None:
             raise InvalidArgumentError("the server ended the index stream without a summary")
-        indexed, skipped, failed = self.counts
         return IndexResult(
             set=self.info,
-            indexed=indexed,
-            skipped=skipped,
-            failed=failed + self.local_failures,
+            indexed=self.counts["indexed"],
+            skipped=self.counts["skipped"],
+            failed=self.counts["failed"] + self.local_failures,
             outcomes=self.outcomes,
+            resumed=self.resumed,
         )
 
     def deadline(self, default: float | None) -> float | None:
@@ -202,6 +258,17 @@ class IndexRun:
         if default is None:
             return None
         return default + float(self.total)
+
+    def time_left(self, timeout: float | None, default: float | None) -> float | None:
+        """Seconds left of the whole call (``timeout``, else ``deadline(default)``), across
+        its streams; None: no deadline."""
+        if not self._timed:
+            self._timed = True
+            total = timeout if timeout is not None else self.deadline(default)
+            self._ends_at = None if total is None else time.monotonic() + total
+        if self._ends_at is None:
+            return None
+        return max(0.001, self._ends_at - time.monotonic())
 
 
 def top_request(name: str, layer: str | None, channel: int, k: int) -> pb.TopActivatingRequest:

@@ -15,6 +15,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
 )
@@ -401,8 +402,9 @@ class AsyncExplainClient:
         progress: bool | _sets.Progress | None = True,
         timeout: float | None = None,
     ) -> IndexResult:
-        """Index images into a set; see ``ExplainClient.index``. Files are read and images
-        encoded in a worker thread, off the event loop."""
+        """Index images into a set; see ``ExplainClient.index`` (a stream cut with
+        UNAVAILABLE is resumed the same way). Files are read and images encoded in a
+        worker thread, off the event loop."""
         run = _sets.IndexRun(
             set,
             images,
@@ -411,23 +413,30 @@ class AsyncExplainClient:
             embedding_layer=embedding_layer,
             progress=progress,
         )
-        messages = run.requests()
 
-        async def requests() -> AsyncIterator[set_pb.IndexImagesRequest]:
+        async def requests(
+            messages: Iterator[set_pb.IndexImagesRequest],
+        ) -> AsyncIterator[set_pb.IndexImagesRequest]:
             while (message := await asyncio.to_thread(next, messages, None)) is not None:
                 yield message
 
-        deadline = timeout if timeout is not None else run.deadline(self.config.timeout)
-        try:
-            call = self._set_stub.IndexImages(
-                requests(), timeout=self.config.resolve_timeout(deadline), metadata=self._metadata
-            )
-            async for reply in call:
-                run.on_reply(reply)
-        except grpc.RpcError as exc:
-            run.close_progress()
-            raise from_rpc_error(exc) from None
-        return run.finish()
+        while True:  # a stream cut with UNAVAILABLE is resumed, as in ExplainClient.index
+            left = run.time_left(timeout, self.config.timeout)  # of the whole call
+            try:
+                call = self._set_stub.IndexImages(
+                    requests(run.requests()),
+                    timeout=self.config.resolve_timeout(left),
+                    metadata=self._metadata,
+                )
+                async for reply in call:
+                    run.on_reply(reply)
+                return run.finish()
+            except grpc.RpcError as exc:
+                delay = run.resume_delay(exc)
+                if delay is None:
+                    run.close_progress()
+                    raise from_rpc_error(exc) from None
+                await asyncio.sleep(delay)
 
     async def top_activating(
         self, set: str, layer: str | None, channel: int, k: int = 9, *, timeout: float | None = None

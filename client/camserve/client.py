@@ -8,6 +8,7 @@ The client is thread-safe: one instance may serve many threads.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, overload
@@ -426,6 +427,13 @@ class ExplainClient:
         model's default layer, ``embedding_layer`` to the penultimate representation.
         ``progress``: True draws a bar on a terminal; a callable gets ``(done, total)``.
         The call's deadline is ``timeout``, default the client's plus a second per image.
+
+        A stream that ends with UNAVAILABLE (the server's maximum connection age, a
+        restart, a dropped connection) is resumed: a new stream sends again only the
+        images the server had not answered, after a short backoff, at most 5 times in a
+        row without an answered image and within the deadline (``IndexResult.resumed``
+        counts them). An image written just before a cut, its answer lost, comes back
+        ``skipped`` with ``existing_id`` its own id.
         """
         run = _sets.IndexRun(
             set,
@@ -435,19 +443,23 @@ class ExplainClient:
             embedding_layer=embedding_layer,
             progress=progress,
         )
-        deadline = timeout if timeout is not None else run.deadline(self.config.timeout)
-        try:
-            replies = self._set_stub.IndexImages(
-                run.requests(),
-                timeout=self.config.resolve_timeout(deadline),
-                metadata=self._metadata,
-            )
-            for reply in replies:
-                run.on_reply(reply)
-        except grpc.RpcError as exc:
-            run.close_progress()
-            raise from_rpc_error(exc) from None
-        return run.finish()
+        while True:
+            left = run.time_left(timeout, self.config.timeout)  # of the whole call
+            try:
+                replies = self._set_stub.IndexImages(
+                    run.requests(),
+                    timeout=self.config.resolve_timeout(left),
+                    metadata=self._metadata,
+                )
+                for reply in replies:
+                    run.on_reply(reply)
+                return run.finish()
+            except grpc.RpcError as exc:
+                delay = run.resume_delay(exc)
+                if delay is None:
+                    run.close_progress()
+                    raise from_rpc_error(exc) from None
+                time.sleep(delay)
 
     def top_activating(
         self, set: str, layer: str | None, channel: int, k: int = 9, *, timeout: float | None = None

@@ -63,13 +63,18 @@ class IndexOutcome:
 
 @dataclass(frozen=True)
 class IndexResult:
-    """What an ``index`` call did: counts, one outcome per image, and the set afterwards."""
+    """What an ``index`` call did: counts, one outcome per image, and the set afterwards.
+
+    ``resumed`` counts the streams re-opened after one ended with UNAVAILABLE (e.g. at
+    the server's maximum connection age); each image is counted once across them.
+    """
 
     set: ImageSet
     indexed: int
     skipped: int
     failed: int
     outcomes: list[IndexOutcome] = field(default_factory=list)
+    resumed: int = 0
 
     @property
     def failures(self) -> list[IndexOutcome]:

@@ -154,9 +154,12 @@ def test_onnx_activations_and_layer_embedding_match_the_eager_model(
 ) -> None:
     client = stub(formats_server.address)
     image = tensor_input(7)
-    asked = {"input": image, "layer": "features.block2", "top_k": 4}
-    expected = client.Activations(pb.ActivationsRequest(model="eager", **asked))
-    got = client.Activations(pb.ActivationsRequest(model="graph", **asked))
+    expected = client.Activations(
+        pb.ActivationsRequest(model="eager", input=image, layer="features.block2", top_k=4)
+    )
+    got = client.Activations(
+        pb.ActivationsRequest(model="graph", input=image, layer="features.block2", top_k=4)
+    )
     assert got.layer == "features.block2" and list(got.channels) == list(expected.channels)
     np.testing.assert_allclose(
         tensors.from_proto(got.maps), tensors.from_proto(expected.maps), rtol=1e-4, atol=1e-4

@@ -169,6 +169,33 @@ def test_add_and_read_back(store: SetStore) -> None:
     assert store.matrix("shapes")[1].shape == (6, 64)
 
 
+def test_predictions_and_images_read_only_what_answers_need(store: SetStore) -> None:
+    store.create(_info())
+    records = [_record(f"r{i}", i) for i in range(5)]
+    for i, record in enumerate(records):
+        record.image = bytes([i]) * (50 + i)
+    store.add("shapes", records)
+    ids, _ = store.matrix("shapes")
+    labels = store.predictions("shapes")
+    assert labels.ids == ids  # aligned with the embeddings
+    assert labels.predicted.tolist() == [int(m[1:]) % 6 for m in ids]
+    assert labels.probability.dtype == np.float32 and labels.of("shapes", "r4") == 4
+    r0, r3 = records[0].image, records[3].image
+    assert store.images("shapes", ["r3", "r0", "r3"]) == [r3, r0, r3]
+    assert store.images("shapes", []) == []
+    with pytest.raises(NotFound, match="no image with id 'ghost'"):
+        store.images("shapes", ["r1", "ghost"])
+    with pytest.raises(NotFound, match="no image with id 'ghost'"):
+        labels.of("shapes", "ghost")
+    with pytest.raises(NotFound, match="no image set 'nope'"):
+        store.images("nope", ["r1"])
+    changed = _record("r2", 11)  # replacing a member moves its label
+    store.add("shapes", [changed, _record("r9", 9)])
+    again = store.predictions("shapes")
+    assert again.of("shapes", "r2") == 11 % 6 and again.of("shapes", "r9") == 3
+    assert again.ids == store.matrix("shapes")[0]
+
+
 def test_limits_give_clear_errors_and_keep_what_fits(store: SetStore) -> None:
     store.create(_info(max_images=3))
     with pytest.raises(SetFull, match=r"holds 3 of at most 3 images"):

@@ -271,6 +271,11 @@ def test_onnx_graph_with_a_fixed_batch_runs_any_batch(
     with torch.inference_mode():
         expected = module(x)
     torch.testing.assert_close(graph(x), expected, rtol=1e-4, atol=1e-4)
+    activation, logits = graph.forward_with_layer(x, "features")
+    head = graph.head("features")
+    assert activation.shape == (3, 64, 16, 16) and head is not None
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(head(activation), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_wrong_input_sizes_are_refused(resnet: Formats) -> None:

@@ -540,19 +540,22 @@ class ImageSetService:
         k: int,
         field_: ReceptiveField,
     ) -> list[PatchItem]:
+        tops = top_activating(self.store, info.name, layer, channel, k, field=field_)
+        labels = self.store.predictions(info.name)
+        images = self.store.images(info.name, [top.id for top in tops])  # one read for all k
         items = []
-        for top in top_activating(self.store, info.name, layer, channel, k, field=field_):
-            member = self.store.member(info.name, top.id)
+        for top, image in zip(tops, images, strict=True):
             box = tuple(int(v) for v in top.box)
+            predicted = labels.of(info.name, top.id)
             items.append(
                 PatchItem(
                     id=top.id,
                     activation=float(top.activation),
                     position=(int(top.position[0]), int(top.position[1])),
                     box=(box[0], box[1], box[2], box[3]),
-                    patch=prepare.cut_patch(member.image, (box[0], box[1], box[2], box[3])),
-                    predicted=member.predicted,
-                    label=self._label(loaded, member.predicted),
+                    patch=prepare.cut_patch(image, (box[0], box[1], box[2], box[3])),
+                    predicted=predicted,
+                    label=self._label(loaded, predicted),
                 )
             )
         return items
@@ -579,8 +582,8 @@ class ImageSetService:
         loaded = self._set_model(info)
         query: np.ndarray | str
         if member_id is not None:
-            member = await self._off_loop(self.store.member, info.name, member_id)
-            query, predicted = member_id, member.predicted
+            labels = await self._off_loop(self.store.predictions, info.name)
+            query, predicted = member_id, labels.of(info.name, member_id)
         else:
             assert image is not None
             vector, pixels, predicted = await self._embed_query(info, loaded, image)
@@ -618,16 +621,19 @@ class ImageSetService:
     def _neighbour_items(
         self, info: SetInfo, loaded: LoadedModel, found: Sequence[Neighbour], side: int
     ) -> list[NeighbourItem]:
+        labels = self.store.predictions(info.name)
+        ids = [neighbour.id for neighbour in found]
+        images = self.store.images(info.name, ids) if side else [b""] * len(ids)  # one read
         items = []
-        for neighbour in found:
-            member = self.store.member(info.name, neighbour.id)
+        for neighbour, image in zip(found, images, strict=True):
+            predicted = labels.of(info.name, neighbour.id)
             items.append(
                 NeighbourItem(
-                    id=member.id,
+                    id=neighbour.id,
                     distance=neighbour.distance,
-                    predicted=member.predicted,
-                    label=self._label(loaded, member.predicted),
-                    thumbnail=prepare.thumbnail(member.image, side) if side else b"",
+                    predicted=predicted,
+                    label=self._label(loaded, predicted),
+                    thumbnail=prepare.thumbnail(image, side) if side else b"",
                 )
             )
         return items
@@ -674,24 +680,24 @@ class ImageSetService:
         chosen = np.arange(len(ids))
         if 0 < max_points < len(ids):
             chosen = np.sort(np.random.default_rng(seed).choice(len(ids), max_points, False))
-        wanted = {ids[i]: i for i in chosen.tolist()}
-        points: dict[str, MapPointItem] = {}
-        for member in self.store.members(info.name):  # one pass, not one read per point
-            i = wanted.get(member.id, -1)
-            if i < 0:
-                continue
-            points[member.id] = MapPointItem(
-                id=member.id,
-                xy=(float(xy[i, 0]), float(xy[i, 1])),
-                predicted=member.predicted,
-                label=self._label(loaded, member.predicted),
-                thumbnail=prepare.thumbnail(member.image, side) if side else b"",
+        # Labels come with the embeddings; pictures are read only when asked for, and
+        # only for the points returned.
+        labels = self.store.predictions(info.name)
+        kept = [i for i in chosen.tolist() if ids[i] in labels.row]
+        images = self.store.images(info.name, [ids[i] for i in kept]) if side else []
+        points = []
+        for n, i in enumerate(kept):
+            predicted = int(labels.predicted[labels.row[ids[i]]])
+            points.append(
+                MapPointItem(
+                    id=ids[i],
+                    xy=(float(xy[i, 0]), float(xy[i, 1])),
+                    predicted=predicted,
+                    label=self._label(loaded, predicted),
+                    thumbnail=prepare.thumbnail(images[n], side) if side else b"",
+                )
             )
-        return MapAnswer(
-            method=method,
-            points=[points[ids[i]] for i in chosen.tolist() if ids[i] in points],
-            projected=len(ids),
-        )
+        return MapAnswer(method=method, points=points, projected=len(ids))
 
 
 __all__ = [

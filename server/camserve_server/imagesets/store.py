@@ -2,14 +2,16 @@
 
 Two backends keep to the protocol: ``MemorySetStore`` (in process, bounded in bytes)
 and ``RedisSetStore`` (shared by replicas; a failure is ``Unavailable``, never a
-half-written record). Queries read members through ``matrix`` and ``channel_column``,
-which give whole-set arrays so a search is one matrix product.
+half-written record). Queries read members through ``matrix``, ``channel_column`` and
+``predictions``, which give whole-set arrays so a search is one matrix product, and
+read the kept pictures of only the members they answer with, all at once (``images``).
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +23,23 @@ MIB = 1 << 20
 DEFAULT_MAX_IMAGES = 100_000
 DEFAULT_MAX_BYTES = 1024 * MIB
 RECORD_OVERHEAD = 128  # bytes charged per member for its key, hash index entry and bookkeeping
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Each member's predicted class and its probability, row ``i`` for ``ids[i]``."""
+
+    ids: list[str]
+    predicted: np.ndarray  # (N,) int64
+    probability: np.ndarray  # (N,) float32
+    row: dict[str, int]  # id -> its row
+
+    def of(self, set_name: str, member_id: str) -> int:
+        """The predicted class of ``member_id``; ``NotFound`` when the set has no such id."""
+        found = self.row.get(member_id)
+        if found is None:
+            raise member_not_found(set_name, member_id)
+        return int(self.predicted[found])
 
 
 class SetStore(Protocol):
@@ -65,6 +84,19 @@ class SetStore(Protocol):
         self, name: str, layer: str
     ) -> tuple[builtins.list[str], np.ndarray, np.ndarray]:
         """Member ids, ``(N, C)`` channel maxima and ``(N, C, 2)`` their positions in ``layer``."""
+        ...
+
+    def predictions(self, name: str) -> Predictions:
+        """Every member's predicted class and probability, cached until the set changes.
+
+        Read with the embeddings (Redis: from the same ``core`` fields, no image), so a
+        map or a list of answers labels its members without reading any member again.
+        """
+        ...
+
+    def images(self, name: str, ids: Sequence[str]) -> builtins.list[bytes]:
+        """The kept input of each of ``ids``, in order, read together (Redis: one pipeline
+        per 500 ids, the ``media`` field only); ``NotFound`` naming the first missing id."""
         ...
 
     def member(self, name: str, member_id: str) -> MemberRecord:
@@ -162,6 +194,23 @@ def stack_channels(
     return ids, np.stack(maxima).astype(np.float32), np.stack(positions).astype(np.int32)
 
 
+def stack_predictions(records: Iterable[MemberRecord]) -> Predictions:
+    """The records' predicted classes and probabilities, in the records' order."""
+    ids: list[str] = []
+    predicted: list[int] = []
+    probability: list[float] = []
+    for record in records:
+        ids.append(record.id)
+        predicted.append(record.predicted)
+        probability.append(record.probability)
+    return Predictions(
+        ids=ids,
+        predicted=np.asarray(predicted, dtype=np.int64),
+        probability=np.asarray(probability, dtype=np.float32),
+        row={member_id: i for i, member_id in enumerate(ids)},
+    )
+
+
 def open_set_store(
     redis_url: str | None,
     *,
@@ -181,6 +230,7 @@ def open_set_store(
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_IMAGES",
+    "Predictions",
     "SetExists",
     "SetFull",
     "SetInfo",

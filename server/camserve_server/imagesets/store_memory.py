@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from .records import MemberRecord, SetFull, SetInfo, check_set_name, encode_record
 from .store import (
     DEFAULT_MAX_BYTES,
+    Predictions,
     check_create,
     check_layer,
     check_room,
@@ -27,6 +28,7 @@ from .store import (
     set_not_found,
     stack_channels,
     stack_embeddings,
+    stack_predictions,
 )
 
 
@@ -37,9 +39,11 @@ class _Set:
     by_hash: dict[str, str] = field(default_factory=dict)  # image hash -> id
     matrix: tuple[list[str], np.ndarray] | None = None
     columns: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = field(default_factory=dict)
+    predictions: Predictions | None = None
 
     def changed(self) -> None:
         self.matrix = None
+        self.predictions = None
         self.columns.clear()
 
 
@@ -132,6 +136,22 @@ class MemorySetStore:
             if layer not in entry.columns:
                 entry.columns[layer] = stack_channels((r for r, _ in entry.members.values()), layer)
             return entry.columns[layer]
+
+    def predictions(self, name: str) -> Predictions:
+        with self._lock:
+            entry = self._set(name)
+            if entry.predictions is None:
+                entry.predictions = stack_predictions(r for r, _ in entry.members.values())
+            return entry.predictions
+
+    def images(self, name: str, ids: Sequence[str]) -> builtins.list[bytes]:
+        with self._lock:
+            members = self._set(name).members
+            found = [members.get(member_id) for member_id in ids]
+        for member_id, entry in zip(ids, found, strict=True):
+            if entry is None:
+                raise member_not_found(name, member_id)
+        return [entry[0].image for entry in found if entry is not None]
 
     def member(self, name: str, member_id: str) -> MemberRecord:
         with self._lock:

@@ -14,8 +14,11 @@ the hash index and the counters together, so a record is there whole or not at a
 the counters always match the members, whenever Redis goes away. Any Redis failure is
 ``Unavailable`` naming the server; what was written before it stays.
 
-Queries read only the ``core`` fields (embedding, channel maxima, positions), once per
-version of the set, and keep the stacked arrays in process until the set changes.
+Queries read only the ``core`` fields (embedding, channel maxima, positions, predicted
+class), once per version of the set, and keep the stacked arrays in process until the
+set changes: a map or a list of answers takes its labels from there. The ``media``
+field (kept input and thumbnail) is read only for the members an answer shows, those
+of one answer in one pipeline.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import builtins
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TypeVar, cast
@@ -44,6 +47,7 @@ from .records import (
     encode_record,
 )
 from .store import (
+    Predictions,
     check_create,
     check_layer,
     member_not_found,
@@ -51,6 +55,7 @@ from .store import (
     set_not_found,
     stack_channels,
     stack_embeddings,
+    stack_predictions,
 )
 
 _T = TypeVar("_T")
@@ -103,6 +108,7 @@ class _Snapshot:
     records: list[MemberRecord]
     matrix: tuple[list[str], np.ndarray] | None = None
     columns: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = field(default_factory=dict)
+    predictions: Predictions | None = None
 
 
 class RedisSetStore:
@@ -265,6 +271,29 @@ class RedisSetStore:
             if layer not in snapshot.columns:
                 snapshot.columns[layer] = stack_channels(snapshot.records, layer)
             return snapshot.columns[layer]
+
+    def predictions(self, name: str) -> Predictions:
+        snapshot = self._snapshot(name)
+        with self._lock:
+            if snapshot.predictions is None:
+                snapshot.predictions = stack_predictions(snapshot.records)
+            return snapshot.predictions
+
+    def images(self, name: str, ids: Sequence[str]) -> builtins.list[bytes]:
+        check_set_name(name)
+        images: builtins.list[bytes] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            pipe = self.client.pipeline(transaction=False)
+            for member_id in chunk:
+                pipe.hget(self.member_key(name, member_id), "media")
+            blobs = cast("list[bytes | None]", self._call("read", pipe.execute))
+            for member_id, media in zip(chunk, blobs, strict=True):
+                if media is None:
+                    self.get(name)  # NotFound for a missing set first
+                    raise member_not_found(name, member_id)
+                images.append(decode_record(media).image)
+        return images
 
     def member(self, name: str, member_id: str) -> MemberRecord:
         check_set_name(name)
