@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,7 @@ async def run_load(
     address: str,
     model: str,
     methods: Sequence[str],
-    inputs: Iterator[pb.ImageInput] | Sequence[pb.ImageInput] | Sequence[bytes],
+    inputs: Iterable[bytes | pb.ImageInput],
     *,
     concurrency: int,
     requests: int | None = None,
@@ -113,7 +113,7 @@ async def run_load(
                     return
                 method = methods[index % len(methods)]
                 if sent and rng.random() < repeat_share:
-                    image = rng.choice(sent)
+                    image = sent[rng.randrange(len(sent))]
                 else:
                     image = next(fresh)
                     sent.append(image)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from camserve_server.methods.base import SampleResult
 from camserve_server.methods.engine import explain
 from camserve_server.methods.heatmap import cam_heatmaps
 from camserve_server.models import ExplainableModel
@@ -105,6 +106,12 @@ def compare(
         _prepared(model, False), input_size=(x.shape[-2], x.shape[-1]), channels_last=False
     )
     engine = explain(engine_model, "gradcam", x, layer=layer)
-    engine_maps = torch.stack([sample.heatmaps[0] for sample in engine.samples])
+    engine_maps = torch.stack([_first_heatmap(sample) for sample in engine.samples])
     results["float32"]["engine_max_abs_diff"] = float((engine_maps - reference).abs().max())
     return results
+
+
+def _first_heatmap(sample: SampleResult) -> torch.Tensor:
+    """The first target's heatmap of one explained sample (CAM methods always have one)."""
+    assert sample.heatmaps is not None
+    return sample.heatmaps[0]

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 import grpc
 import numpy as np
@@ -21,7 +21,7 @@ import numpy as np
 from camserve._inputs import ImageInput, encode_image
 from camserve._progress import ProgressBar
 from camserve._resume import ResumePolicy, SentLedger
-from camserve.errors import InvalidArgumentError
+from camserve.errors import InvalidArgumentError, from_rpc_error
 from camserve.sets import (
     ActivatingPatch,
     EmbeddingMap,
@@ -221,6 +221,16 @@ class IndexRun:
     def _report(self) -> None:
         self.report(self.ledger.acknowledged + self.local_failures, self.total)
 
+    def resume_or_raise(self, error: grpc.RpcError) -> float:
+        """Seconds to wait before the next stream after ``error``; when the call is not
+        to be resumed (see ``resume_delay``), the progress ends and ``error`` is raised
+        as the SDK's own error."""
+        delay = self.resume_delay(error)
+        if delay is None:
+            self.close_progress()
+            raise from_rpc_error(error) from None
+        return delay
+
     def resume_delay(self, error: grpc.RpcError) -> float | None:
         """Seconds to wait before the next stream after ``error``; None: give up.
 
@@ -368,20 +378,35 @@ def embedding_map(reply: pb.EmbeddingMapResponse) -> EmbeddingMap:
     )
 
 
-def set_name_request(name: str) -> dict[str, Any]:
-    return {"set": _text(name, "set")}
+def image_sets(reply: pb.ListSetsResponse) -> list[ImageSet]:
+    return [image_set(info) for info in reply.sets]
+
+
+def describe_request(name: str) -> pb.DescribeSetRequest:
+    return pb.DescribeSetRequest(set=_text(name, "set"))
+
+
+def delete_request(name: str) -> pb.DeleteSetRequest:
+    return pb.DeleteSetRequest(set=_text(name, "set"))
+
+
+def bytes_freed(reply: pb.DeleteSetResponse) -> int:
+    return int(reply.bytes_freed)
 
 
 __all__ = [
     "IndexRun",
     "Progress",
+    "bytes_freed",
+    "delete_request",
+    "describe_request",
     "embedding_map",
     "image_items",
     "image_set",
+    "image_sets",
     "map_request",
     "neighbour_items",
     "neighbours_request",
-    "set_name_request",
     "top_items",
     "top_request",
 ]

@@ -26,7 +26,12 @@ import numpy.typing as npt
 from camserve import jobs
 from camserve._inputs import ImageInput, OptionValue, image_input, option_value
 from camserve.errors import InternalError, InvalidArgumentError, from_rpc_error
-from camserve.jobs import VisualizationEvent, VisualizationProgress, VisualizationResult
+from camserve.jobs import (
+    JobMethodInfo,
+    VisualizationEvent,
+    VisualizationProgress,
+    VisualizationResult,
+)
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import jobs_pb2 as jpb
 
@@ -100,6 +105,10 @@ def visualize_request(
     return request
 
 
+def job_method_infos(reply: jpb.ListJobMethodsResponse) -> list[JobMethodInfo]:
+    return [jobs.job_method_info(m) for m in reply.methods]
+
+
 def iterate(call: Any) -> Generator[VisualizationEvent, None, None]:
     """The stream of a blocking call as events; the call is cancelled when the caller leaves."""
     try:
@@ -163,4 +172,12 @@ async def acollect(
     raise InternalError("the job stream ended without a result")
 
 
-__all__ = ["ProgressCallback", "acollect", "astream", "collect", "iterate", "visualize_request"]
+__all__ = [
+    "ProgressCallback",
+    "acollect",
+    "astream",
+    "collect",
+    "iterate",
+    "job_method_infos",
+    "visualize_request",
+]

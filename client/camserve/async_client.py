@@ -25,7 +25,7 @@ from typing import Any, Literal, Self, TypeVar, overload
 import grpc
 import numpy.typing as npt
 
-from camserve import _health, _inputs, _sets, _visualize, jobs, results
+from camserve import _health, _inputs, _sets, _visualize, results
 from camserve._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_ATTEMPTS_LIMIT,
@@ -387,7 +387,7 @@ class AsyncExplainClient:
         reply = await self._call(
             self._job_stub.ListJobMethods, jpb.ListJobMethodsRequest(), timeout
         )
-        return [jobs.job_method_info(m) for m in reply.methods]
+        return _visualize.job_method_infos(reply)
 
     # -- image sets (see camserve.sets) ------------------------------------------------
 
@@ -432,11 +432,7 @@ class AsyncExplainClient:
                     run.on_reply(reply)
                 return run.finish()
             except grpc.RpcError as exc:
-                delay = run.resume_delay(exc)
-                if delay is None:
-                    run.close_progress()
-                    raise from_rpc_error(exc) from None
-                await asyncio.sleep(delay)
+                await asyncio.sleep(run.resume_or_raise(exc))
 
     async def top_activating(
         self, set: str, layer: str | None, channel: int, k: int = 9, *, timeout: float | None = None
@@ -481,18 +477,17 @@ class AsyncExplainClient:
     async def sets(self, *, timeout: float | None = None) -> list[ImageSet]:
         """Every image set on the server."""
         reply = await self._call(self._set_stub.ListSets, set_pb.ListSetsRequest(), timeout)
-        return [_sets.image_set(info) for info in reply.sets]
+        return _sets.image_sets(reply)
 
     async def describe_set(self, name: str, *, timeout: float | None = None) -> ImageSet:
         """One set's description."""
-        request = set_pb.DescribeSetRequest(**_sets.set_name_request(name))
+        request = _sets.describe_request(name)
         return _sets.image_set(await self._call(self._set_stub.DescribeSet, request, timeout))
 
     async def delete_set(self, name: str, *, timeout: float | None = None) -> int:
         """Delete a set; the bytes freed on the server."""
-        request = set_pb.DeleteSetRequest(**_sets.set_name_request(name))
-        reply = await self._call(self._set_stub.DeleteSet, request, timeout)
-        return int(reply.bytes_freed)
+        request = _sets.delete_request(name)
+        return _sets.bytes_freed(await self._call(self._set_stub.DeleteSet, request, timeout))
 
 
 __all__ = ["AsyncExplainClient"]

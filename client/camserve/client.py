@@ -16,7 +16,7 @@ from typing import Any, Literal, Self, TypeVar, overload
 import grpc
 import numpy.typing as npt
 
-from camserve import _health, _inputs, _sets, _visualize, jobs, results
+from camserve import _health, _inputs, _sets, _visualize, results
 from camserve._channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_ATTEMPTS_LIMIT,
@@ -403,7 +403,7 @@ class ExplainClient:
     def job_methods(self, *, timeout: float | None = None) -> list[JobMethodInfo]:
         """The optimisation job methods the server implements, with options and ranges."""
         reply = self._call(self._job_stub.ListJobMethods, jpb.ListJobMethodsRequest(), timeout)
-        return [jobs.job_method_info(m) for m in reply.methods]
+        return _visualize.job_method_infos(reply)
 
     # -- image sets (see camserve.sets) ------------------------------------------------
 
@@ -455,11 +455,7 @@ class ExplainClient:
                     run.on_reply(reply)
                 return run.finish()
             except grpc.RpcError as exc:
-                delay = run.resume_delay(exc)
-                if delay is None:
-                    run.close_progress()
-                    raise from_rpc_error(exc) from None
-                time.sleep(delay)
+                time.sleep(run.resume_or_raise(exc))
 
     def top_activating(
         self, set: str, layer: str | None, channel: int, k: int = 9, *, timeout: float | None = None
@@ -505,17 +501,17 @@ class ExplainClient:
     def sets(self, *, timeout: float | None = None) -> list[ImageSet]:
         """Every image set on the server."""
         reply = self._call(self._set_stub.ListSets, set_pb.ListSetsRequest(), timeout)
-        return [_sets.image_set(info) for info in reply.sets]
+        return _sets.image_sets(reply)
 
     def describe_set(self, name: str, *, timeout: float | None = None) -> ImageSet:
         """One set's description: model, layers, size, bytes used and limits."""
-        request = set_pb.DescribeSetRequest(**_sets.set_name_request(name))
+        request = _sets.describe_request(name)
         return _sets.image_set(self._call(self._set_stub.DescribeSet, request, timeout))
 
     def delete_set(self, name: str, *, timeout: float | None = None) -> int:
         """Delete a set and its records; the bytes freed on the server."""
-        request = set_pb.DeleteSetRequest(**_sets.set_name_request(name))
-        return int(self._call(self._set_stub.DeleteSet, request, timeout).bytes_freed)
+        request = _sets.delete_request(name)
+        return _sets.bytes_freed(self._call(self._set_stub.DeleteSet, request, timeout))
 
 
 __all__ = ["ExplainClient"]

@@ -11,6 +11,7 @@ import pytest
 
 from camserve._resume import ResumePolicy, SentLedger
 from camserve._sets import IndexRun
+from camserve.errors import InvalidArgumentError
 from camserve.v1 import imagesets_pb2 as pb
 
 
@@ -103,9 +104,8 @@ def test_a_new_stream_sends_only_the_unanswered_and_counts_add_up() -> None:
     assert progress[-1] == (10, 10) and [d for d, _ in progress] == sorted(d for d, _ in progress)
 
 
-def test_only_unavailable_is_resumed_and_only_so_often_without_an_answer() -> None:
-    policy = ResumePolicy(max_idle=3, initial_backoff_s=0.01, max_backoff_s=0.05)
-    run = IndexRun(
+def _one_image_run(policy: ResumePolicy) -> IndexRun:
+    return IndexRun(
         "s",
         {"a": b"x"},
         model="demo",
@@ -114,6 +114,10 @@ def test_only_unavailable_is_resumed_and_only_so_often_without_an_answer() -> No
         progress=None,
         policy=policy,
     )
+
+
+def test_only_unavailable_is_resumed_and_only_so_often_without_an_answer() -> None:
+    run = _one_image_run(ResumePolicy(max_idle=3, initial_backoff_s=0.01, max_backoff_s=0.05))
     run.requests()
     assert run.resume_delay(_Cut(grpc.StatusCode.INVALID_ARGUMENT)) is None
     delays = []
@@ -126,17 +130,20 @@ def test_only_unavailable_is_resumed_and_only_so_often_without_an_answer() -> No
     assert run.resumed == 3
 
 
+def test_a_call_not_resumed_ends_its_progress_and_raises_the_sdk_error() -> None:
+    ended: list[bool] = []
+    run = _one_image_run(ResumePolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+    run.close_progress = lambda: ended.append(True)
+    run.requests()
+    assert 0 < run.resume_or_raise(_Cut(grpc.StatusCode.UNAVAILABLE)) <= 0.05
+    assert not ended
+    with pytest.raises(InvalidArgumentError):
+        run.resume_or_raise(_Cut(grpc.StatusCode.INVALID_ARGUMENT))
+    assert ended == [True]
+
+
 def test_no_resumption_past_the_deadline() -> None:
-    policy = ResumePolicy(initial_backoff_s=1.0)
-    run = IndexRun(
-        "s",
-        {"a": b"x"},
-        model="demo",
-        layers=None,
-        embedding_layer=None,
-        progress=None,
-        policy=policy,
-    )
+    run = _one_image_run(ResumePolicy(initial_backoff_s=1.0))
     assert run.time_left(0.05, None) == pytest.approx(0.05, abs=0.01)
     run.requests()
     assert run.resume_delay(_Cut(grpc.StatusCode.UNAVAILABLE)) is None

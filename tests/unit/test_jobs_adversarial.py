@@ -11,22 +11,16 @@ from typing import Any
 
 import pytest
 import torch
+from demo_jobs import NORMALISATION, demo, job_request, start_job
 
-from camserve_server.demo import INPUT_SIZE, MEAN, STD, load_demo_model, preprocess
+from camserve_server.demo import preprocess
 from camserve_server.demo.data import make_dataset
 from camserve_server.demo.train import TEST_SEED
-from camserve_server.jobs import JobOutcome, JobRequest, Normalisation, StepEvent, get_job_method
+from camserve_server.jobs import JobOutcome, StepEvent
 from camserve_server.jobs.running import run_job
-from camserve_server.models import ExplainableModel
 
-NORMALISATION = Normalisation.from_values(MEAN, STD)
 EPSILON = 8.0 / 255.0
 TOLERANCE = 1e-5  # float32 round trip through the normalisation
-
-
-@functools.cache
-def demo() -> ExplainableModel:
-    return ExplainableModel(load_demo_model(), input_size=INPUT_SIZE, name="demo")
 
 
 @functools.cache
@@ -39,18 +33,8 @@ def held_out() -> list[tuple[torch.Tensor, int]]:
 
 
 def attack(image: torch.Tensor | None, **fields: Any) -> tuple[JobOutcome, list[StepEvent]]:
-    method = get_job_method(fields.pop("method", "adversarial"))
-    req = JobRequest(
-        method=method.id,
-        image=image,
-        target=fields.pop("target", None),
-        layer=None,
-        channel=None,
-        options=fields.pop("options", {}),
-        seed=fields.pop("seed", 0),
-        normalisation=NORMALISATION,
-    )
-    return run_job(method.create(demo(), method.validate(demo(), req)))
+    job, _ = start_job(job_request(fields.pop("method", "adversarial"), image=image, **fields))
+    return run_job(job)
 
 
 def linf_in_pixels(outcome: JobOutcome) -> float:

@@ -8,39 +8,18 @@ from typing import Any
 
 import pytest
 import torch
+from demo_jobs import NORMALISATION, demo, job_request, start_job
 
-from camserve_server.demo import INPUT_SIZE, MEAN, STD, load_demo_model, preprocess
+from camserve_server.demo import INPUT_SIZE, preprocess
 from camserve_server.demo.data import make_dataset
 from camserve_server.errors import InvalidArgument
-from camserve_server.jobs import JOB_METHODS, JobRequest, Normalisation, get_job_method
+from camserve_server.jobs import JOB_METHODS, JobRequest, get_job_method
 from camserve_server.jobs.running import run_job
-from camserve_server.models import ExplainableModel
-
-NORMALISATION = Normalisation.from_values(MEAN, STD)
-
-
-@functools.cache
-def demo() -> ExplainableModel:
-    return ExplainableModel(load_demo_model(), input_size=INPUT_SIZE, name="demo")
 
 
 @functools.cache
 def image(index: int = 0) -> torch.Tensor:
     return preprocess(make_dataset(2, seed=11)[index].image)
-
-
-def request(method: str, **fields: Any) -> JobRequest:
-    return JobRequest(
-        method=method,
-        image=fields.pop("image", None),
-        target=fields.pop("target", None),
-        layer=fields.pop("layer", None),
-        channel=fields.pop("channel", None),
-        options=fields.pop("options", {}),
-        seed=fields.pop("seed", 0),
-        style=fields.pop("style", None),
-        normalisation=NORMALISATION,
-    )
 
 
 SMALL: dict[str, dict[str, Any]] = {
@@ -61,14 +40,12 @@ def small_request(method: str, seed: int = 0) -> JobRequest:
     if fields.get("style") == "y":
         fields["style"] = image(1)
     fields["options"] = dict(fields["options"])
-    return request(method, seed=seed, **fields)
+    return job_request(method, seed=seed, **fields)
 
 
 def run_small(method: str, seed: int = 0) -> Any:
-    job_method = get_job_method(method)
-    return run_job(
-        job_method.create(demo(), job_method.validate(demo(), small_request(method, seed)))
-    )
+    job, _ = start_job(small_request(method, seed))
+    return run_job(job)
 
 
 def test_registry_lists_every_method_with_steps() -> None:
@@ -116,8 +93,7 @@ def test_different_seed_different_noise() -> None:
 
 
 def test_preview_is_the_current_image() -> None:
-    job_method = get_job_method("activation_maximization")
-    job = job_method.create(demo(), job_method.validate(demo(), small_request(job_method.id)))
+    job, _ = start_job(small_request("activation_maximization"))
     before = job.preview()
     job.step()
     assert before.shape == (3, *INPUT_SIZE) and not torch.equal(before, job.preview())
@@ -125,7 +101,7 @@ def test_preview_is_the_current_image() -> None:
 
 def invalid(method: str, match: str, **fields: Any) -> None:
     with pytest.raises(InvalidArgument, match=match):
-        get_job_method(method).validate(demo(), request(method, **fields))
+        get_job_method(method).validate(demo(), job_request(method, **fields))
 
 
 def test_unknown_layer_lists_the_valid_layers() -> None:
@@ -151,7 +127,7 @@ def test_epsilon_outside_zero_one(epsilon: Any) -> None:
 
 def test_epsilon_accepts_a_fraction() -> None:
     checked = get_job_method("adversarial").validate(
-        demo(), request("adversarial", image=image(), options={"epsilon": "8/255"})
+        demo(), job_request("adversarial", image=image(), options={"epsilon": "8/255"})
     )
     assert checked.options["epsilon"] == pytest.approx(8 / 255)
     assert checked.options["step_size"] == pytest.approx(2 / 255)
@@ -195,7 +171,7 @@ def test_bad_options_name_the_range() -> None:
 
 
 def test_validate_fills_every_default_without_touching_the_request() -> None:
-    original = request("deepdream", image=image())
+    original = job_request("deepdream", image=image())
     checked = get_job_method("deepdream").validate(demo(), original)
     assert original.options == {} and checked.options["steps"] == 30
     assert checked.layer == demo().default_layer

@@ -12,21 +12,14 @@ from typing import Any
 
 import pytest
 import torch
+from demo_jobs import NORMALISATION, demo, job_request, start_job
 
-from camserve_server.demo import INPUT_SIZE, MEAN, STD, load_demo_model, preprocess
+from camserve_server.demo import preprocess
 from camserve_server.demo.data import make_dataset
-from camserve_server.jobs import JobOutcome, JobRequest, Normalisation, StepEvent, get_job_method
+from camserve_server.jobs import Job, JobOutcome, JobRequest, StepEvent
 from camserve_server.jobs.capture import forward_capture
 from camserve_server.jobs.regularisers import gram_matrix
 from camserve_server.jobs.running import run_job
-from camserve_server.models import ExplainableModel
-
-NORMALISATION = Normalisation.from_values(MEAN, STD)
-
-
-@functools.cache
-def demo() -> ExplainableModel:
-    return ExplainableModel(load_demo_model(), input_size=INPUT_SIZE, name="demo")
 
 
 @functools.cache
@@ -34,24 +27,8 @@ def images() -> list[tuple[torch.Tensor, int]]:
     return [(preprocess(s.image), s.label) for s in make_dataset(6, seed=2024)]
 
 
-def request(method: str, **fields: Any) -> JobRequest:
-    return JobRequest(
-        method=method,
-        image=fields.pop("image", None),
-        target=fields.pop("target", None),
-        layer=fields.pop("layer", None),
-        channel=fields.pop("channel", None),
-        options=fields.pop("options", {}),
-        seed=fields.pop("seed", 0),
-        style=fields.pop("style", None),
-        normalisation=NORMALISATION,
-    )
-
-
-def start(method: str, **fields: Any) -> tuple[Any, JobRequest]:
-    job_method = get_job_method(method)
-    checked = job_method.validate(demo(), request(method, **fields))
-    return job_method.create(demo(), checked), checked
+def start(method: str, **fields: Any) -> tuple[Job, JobRequest]:
+    return start_job(job_request(method, **fields))
 
 
 def run(method: str, **fields: Any) -> tuple[JobOutcome, list[StepEvent]]:

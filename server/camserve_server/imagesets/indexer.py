@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
+from .records import MemberRecord
 
 INPUT_SUFFIX = ":input"
 
@@ -35,6 +36,23 @@ class IndexedImage(NamedTuple):
     positions: dict[str, np.ndarray]  # layer -> int32 (C, 2) (row, col)
     predicted: int
     probability: float
+
+    def to_record(
+        self, member_id: str, image_hash: str, image: bytes, pixels: np.ndarray
+    ) -> MemberRecord:
+        """The member record of this image: what was found, with its kept PNG ``image``
+        and its ``pixels`` thumbnail."""
+        return MemberRecord(
+            id=member_id,
+            image_hash=image_hash,
+            embedding=self.embedding,
+            maxima=self.maxima,
+            positions=self.positions,
+            predicted=self.predicted,
+            probability=self.probability,
+            image=image,
+            pixels=pixels,
+        )
 
 
 def penultimate_layer(model: ExplainableModel) -> str:

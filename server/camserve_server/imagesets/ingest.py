@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..models import ExplainableModel
 from .indexer import index_batch
-from .records import MemberRecord, check_member_id
+from .records import check_member_id
 from .store import SetStore
 
 PIXELS_SIDE = 32
@@ -71,17 +71,7 @@ def index_arrays(
         x = torch.stack([to_input(image) for _, _, _, image in pending]).to(model.device)
         results = index_batch(model, x, layers, embedding_layer)
         records = [
-            MemberRecord(
-                id=member_id,
-                image_hash=image_hash,
-                embedding=found.embedding,
-                maxima=found.maxima,
-                positions=found.positions,
-                predicted=found.predicted,
-                probability=found.probability,
-                image=kept,
-                pixels=pixel_thumbnail(image),
-            )
+            found.to_record(member_id, image_hash, kept, pixel_thumbnail(image))
             for (member_id, image_hash, kept, image), found in zip(pending, results, strict=True)
         ]
         store.add(name, records)

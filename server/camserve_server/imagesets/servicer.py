@@ -12,35 +12,25 @@ from camserve.v1 import imagesets_pb2 as pb
 from camserve.v1 import imagesets_pb2_grpc
 
 from ..errors import InvalidArgument
+from .index_messages import IncomingImage, IndexChunk, IndexProgress, Outcome
+from .map_query import MapAnswer
+from .neighbour_query import NeighboursAnswer
 from .records import SetInfo
-from .service import (
-    ImageSetService,
-    IncomingImage,
-    IndexChunk,
-    IndexProgress,
-    MapAnswer,
-    NeighboursAnswer,
-    Outcome,
-    TopActivatingAnswer,
-)
+from .service import ImageSetService
+from .top_query import TopActivatingAnswer
 
 _STATUS = {
     "indexed": pb.INDEX_STATUS_INDEXED,
     "skipped": pb.INDEX_STATUS_SKIPPED,
     "failed": pb.INDEX_STATUS_FAILED,
 }
-_SPACES = {
-    pb.NEIGHBOUR_SPACE_UNSPECIFIED: "features",
-    pb.NEIGHBOUR_SPACE_FEATURES: "features",
-    pb.NEIGHBOUR_SPACE_PIXELS: "pixels",
-}
 _SPACE_OF = {"features": pb.NEIGHBOUR_SPACE_FEATURES, "pixels": pb.NEIGHBOUR_SPACE_PIXELS}
+_SPACES = {pb.NEIGHBOUR_SPACE_UNSPECIFIED: "features", **{v: k for k, v in _SPACE_OF.items()}}
+_PROJECTION_OF = {"pca": pb.PROJECTION_METHOD_PCA, "tsne": pb.PROJECTION_METHOD_TSNE}
 _PROJECTIONS = {
     pb.PROJECTION_METHOD_UNSPECIFIED: "pca",
-    pb.PROJECTION_METHOD_PCA: "pca",
-    pb.PROJECTION_METHOD_TSNE: "tsne",
+    **{v: k for k, v in _PROJECTION_OF.items()},
 }
-_PROJECTION_OF = {"pca": pb.PROJECTION_METHOD_PCA, "tsne": pb.PROJECTION_METHOD_TSNE}
 
 
 def set_info(info: SetInfo) -> pb.ImageSetInfo:

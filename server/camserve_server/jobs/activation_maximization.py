@@ -114,14 +114,7 @@ class ActivationMaximization(JobMethod):
             value = objective(normalisation.from_pixels(seen))
             return -value + image_prior(pixels, options), value
 
-        return ImageOptimisation(
-            model,
-            normalisation,
-            parameterisation,
-            loss,
-            steps=int(options["steps"]),
-            lr=float(options["lr"]),
-        )
+        return ImageOptimisation(model, request, parameterisation, loss)
 
 
 def _objective(

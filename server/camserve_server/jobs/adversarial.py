@@ -28,6 +28,7 @@ from .common import (
     PRIOR_OPTIONS,
     SIZE_OPTION,
     batch,
+    image_outcome,
     image_prior,
     lr_option,
     normalisation_of,
@@ -139,19 +140,16 @@ class AttackJob:
         return self.normalisation.from_pixels(self.pixels)[0].float().cpu()
 
     def outcome(self) -> JobOutcome:
-        x = self.normalisation.from_pixels(self.pixels)
-        with torch.inference_mode():
-            logits = self.model.module(x)[0]
         shown = (0.5 + (self.pixels - self.original) / (2.0 * self.epsilon)).clamp(0.0, 1.0)
-        return JobOutcome(
-            tensor=x[0].float().cpu(),
+        return image_outcome(
+            self.model,
+            self.normalisation.from_pixels(self.pixels),
+            self.trace,
             images={
-                "original": self.normalisation.from_pixels(self.original)[0].float().cpu(),
-                "perturbation": self.normalisation.from_pixels(shown)[0].float().cpu(),
+                "original": self.normalisation.from_pixels(self.original)[0],
+                "perturbation": self.normalisation.from_pixels(shown)[0],
             },
-            trace=list(self.trace),
-            logits=logits.float().cpu(),
-            extra_logits={"original": self.original_logits.float().cpu()},
+            extra_logits={"original": self.original_logits},
         )
 
 
@@ -200,10 +198,8 @@ class Fooling(JobMethod):
 
         return ImageOptimisation(
             model,
-            normalisation,
+            request,
             PixelImage(start),
             loss,
-            steps=int(options["steps"]),
-            lr=float(options["lr"]),
             stop=lambda probability: probability >= confidence,
         )

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
-from .base import MAX_JOB_SIDE, JobRequest, Normalisation, OptionSpec
+from .base import MAX_JOB_SIDE, JobOutcome, JobRequest, Normalisation, OptionSpec
 from .regularisers import blur_penalty, l2_penalty, total_variation
 
 MAX_STEPS = 10_000  # per job; the server's configured step budget is usually lower
@@ -73,3 +73,24 @@ def image_prior(pixels: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
 def batch(image: torch.Tensor) -> torch.Tensor:
     """``(3, H, W)`` to ``(1, 3, H, W)`` float32, detached."""
     return image.detach().to(torch.float32).unsqueeze(0)
+
+
+def image_outcome(
+    model: ExplainableModel,
+    x: torch.Tensor,
+    trace: list[float],
+    *,
+    images: dict[str, torch.Tensor] | None = None,
+    extra_logits: dict[str, torch.Tensor] | None = None,
+) -> JobOutcome:
+    """The outcome of a job whose result is the normalised image ``x`` ``(1, 3, H, W)``: the
+    image, the model's logits for it, the trace and the extras, all float32 on the CPU."""
+    with torch.inference_mode():
+        logits = model.module(x)[0]
+    return JobOutcome(
+        tensor=x[0].float().cpu(),
+        images={name: image.float().cpu() for name, image in (images or {}).items()},
+        trace=list(trace),
+        logits=logits.float().cpu(),
+        extra_logits={name: v.float().cpu() for name, v in (extra_logits or {}).items()},
+    )

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..models import ExplainableModel
 from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, OptionSpec, StepEvent
 from .capture import forward_capture, spatial_layer
-from .common import batch, lr_option, normalisation_of, steps_option
+from .common import batch, image_outcome, lr_option, normalisation_of, steps_option
 from .parameterisation import device_generator
 
 
@@ -120,15 +120,7 @@ class DreamJob:
         return self.normalisation.from_pixels(self.pixels)[0].float().cpu()
 
     def outcome(self) -> JobOutcome:
-        x = self.normalisation.from_pixels(self.pixels)
-        with torch.inference_mode():
-            logits = self.model.module(x)[0]
-        return JobOutcome(
-            tensor=x[0].float().cpu(),
-            images={},
-            trace=list(self.trace),
-            logits=logits.float().cpu(),
-        )
+        return image_outcome(self.model, self.normalisation.from_pixels(self.pixels), self.trace)
 
 
 def _resize(pixels: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:

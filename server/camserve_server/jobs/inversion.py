@@ -81,12 +81,5 @@ class FeatureInversion(JobMethod):
             return distance + tv_weight * total_variation(pixels), distance.sqrt()
 
         return ImageOptimisation(
-            model,
-            normalisation,
-            parameterisation,
-            loss,
-            steps=int(options["steps"]),
-            lr=float(options["lr"]),
-            decay=True,
-            images={"original": source[0]},
+            model, request, parameterisation, loss, decay=True, images={"original": source[0]}
         )

@@ -13,36 +13,41 @@ from collections.abc import Callable
 import torch
 
 from ..models import ExplainableModel
-from .base import JobOutcome, Normalisation, StepEvent
+from .base import JobOutcome, JobRequest, StepEvent
+from .common import image_outcome, normalisation_of
 from .parameterisation import ImageParameterisation
 
 LossFunction = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class ImageOptimisation:
-    """A ``Job``: Adam on ``parameterisation`` for ``steps`` steps, or until ``stop``."""
+    """A ``Job``: Adam on ``parameterisation`` for ``steps`` steps, or until ``stop``.
+
+    ``steps`` and the learning rate are the request's ``steps`` and ``lr`` options
+    (``steps_option``, ``lr_option``); the image is normalised as the request says.
+    """
 
     def __init__(
         self,
         model: ExplainableModel,
-        normalisation: Normalisation,
+        request: JobRequest,
         parameterisation: ImageParameterisation,
         loss: LossFunction,
         *,
-        steps: int,
-        lr: float,
         stop: Callable[[float], bool] | None = None,
         decay: bool = False,
         images: dict[str, torch.Tensor] | None = None,
         extra_logits: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.model = model
-        self.normalisation = normalisation
+        self.normalisation = normalisation_of(request)
         self.parameterisation = parameterisation
         self.loss = loss
-        self.total_steps = int(steps)
+        self.total_steps = int(request.options["steps"])
         self.stop = stop
-        self.optimiser = torch.optim.Adam(parameterisation.parameters(), lr=lr)
+        self.optimiser = torch.optim.Adam(
+            parameterisation.parameters(), lr=float(request.options["lr"])
+        )
         # decay: the learning rate falls linearly to a tenth over the steps (fine convergence)
         self.schedule = (
             torch.optim.lr_scheduler.LinearLR(
@@ -92,13 +97,10 @@ class ImageOptimisation:
         return self.current()[0].float().cpu()
 
     def outcome(self) -> JobOutcome:
-        x = self.current()
-        with torch.inference_mode():
-            logits = self.model.module(x)[0]
-        return JobOutcome(
-            tensor=x[0].float().cpu(),
-            images={name: image.float().cpu() for name, image in self.images.items()},
-            trace=list(self.trace),
-            logits=logits.float().cpu(),
-            extra_logits={name: v.float().cpu() for name, v in self.extra_logits.items()},
+        return image_outcome(
+            self.model,
+            self.current(),
+            self.trace,
+            images=self.images,
+            extra_logits=self.extra_logits,
         )

@@ -98,15 +98,8 @@ class TextureSynthesis(_GramMethod):
             style = gram_loss(captured.layers, targets)
             return style + tv_weight * total_variation(pixels), style
 
-        return ImageOptimisation(
-            model,
-            normalisation,
-            PixelImage(start),
-            loss,
-            steps=int(options["steps"]),
-            lr=float(options["lr"]),
-            images={"exemplar": request.image.detach()},
-        )
+        images = {"exemplar": request.image.detach()}
+        return ImageOptimisation(model, request, PixelImage(start), loss, images=images)
 
 
 class StyleTransfer(_GramMethod):
@@ -174,15 +167,8 @@ class StyleTransfer(_GramMethod):
             total = weights["style"] * style + weights["content"] * kept
             return total + weights["tv"] * total_variation(pixels), style
 
-        return ImageOptimisation(
-            model,
-            normalisation,
-            PixelImage(start),
-            loss,
-            steps=int(options["steps"]),
-            lr=float(options["lr"]),
-            images={"content": content[0], "style": request.style.detach()},
-        )
+        images = {"content": content[0], "style": request.style.detach()}
+        return ImageOptimisation(model, request, PixelImage(start), loss, images=images)
 
 
 def style_layers(model: ExplainableModel, request: JobRequest) -> list[str]:

@@ -1,0 +1,50 @@
+"""One incoming image made ready for indexing: its id and hash, decoded only when new.
+
+The hash is looked up first: bytes the set already holds are not decoded again, so a
+re-send costs one hash lookup. An image that cannot be used fails alone, as an
+``Outcome`` with its status; the rest of its batch goes on.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..errors import CamserveError, InvalidArgument
+from ..models.loading import LoadedModel
+from ..runtime.cache import image_key
+from . import prepare
+from .index_messages import IncomingImage, Outcome
+from .records import SetInfo, check_member_id
+from .store import SetStore
+
+
+class ReadyImage(NamedTuple):
+    """An accepted image: its member id and hash, and either the decoded image (new bytes)
+    or the id of the member already holding the same bytes."""
+
+    member_id: str
+    image_hash: str
+    prepared: prepare.PreparedImage | None
+    existing_id: str | None
+
+
+def ready_image(
+    store: SetStore, info: SetInfo, loaded: LoadedModel, image: IncomingImage, max_pixels: int
+) -> Outcome | ReadyImage:
+    """The image checked, hashed and (when the set lacks its bytes) decoded; or its failure."""
+    try:
+        if not image.encoded:
+            raise InvalidArgument("the image bytes are empty")
+        image_hash = image_key(image.encoded)
+        existing = store.has(info.name, image_hash)
+        if existing is not None:
+            return ReadyImage(check_member_id(image.id or image_hash), image_hash, None, existing)
+        ready = prepare.prepare(loaded, image.encoded, max_pixels)
+        member_id = check_member_id(image.id or ready.image_hash)
+        return ReadyImage(member_id, ready.image_hash, ready, None)
+    except (InvalidArgument, ValueError) as exc:
+        code = exc.status if isinstance(exc, CamserveError) else "INVALID_ARGUMENT"
+        return Outcome(image.id or "", "failed", code=code, reason=str(exc))
+
+
+__all__ = ["ReadyImage", "ready_image"]
