@@ -198,9 +198,12 @@ class ExplainService:
         except asyncio.CancelledError:
             future.cancel()
             raise
-        answer = await loop.run_in_executor(
-            self._pool, self._shape_answer, loaded, query, prepared, result
-        )
+        if _small_answer(query, prepared, result):
+            answer = self._shape_answer(loaded, query, prepared, result)
+        else:
+            answer = await loop.run_in_executor(
+                self._pool, self._shape_answer, loaded, query, prepared, result
+            )
         answer.timings = {
             "decode_ms": prepared.decode_s * 1e3,
             "queue_ms": result.queue_s * 1e3,
@@ -225,21 +228,25 @@ class ExplainService:
         elif source.tensor is not None:
             array = np.ascontiguousarray(source.tensor)
             shape = str((array.dtype.str, array.shape)).encode()
-            image_hash, preprocess = image_key(array.tobytes() + shape), "tensor"
+            image_hash, preprocess = image_key(array.data.cast("B"), shape), "tensor"
         else:
             raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
         return cache_key(loaded.name, loaded.weights_digest, preprocess, layer, image_hash)
 
     def _lookup(
         self, loaded: LoadedModel, method: Method, layer: str, source: ImageSource
-    ) -> tuple[str, CachedLayer | None, _Prepared | None]:
-        """Key, cached activation and (for a hit that needs no pixels) the prepared input."""
+    ) -> tuple[str, CachedLayer | None, _Prepared]:
+        """Key, cached activation (or None) and the prepared input, in one thread hop.
+
+        A hit that needs no pixels reads only the image header; a miss decodes.
+        """
         key = self._key(loaded, layer, source)
         value, _ = self.cache.get(key)
         if value is None:
-            return key, None, None
+            return key, None, self._prepare(loaded, source)
         cached = CachedLayer(value.activation, value.logits)
-        return key, cached, self._prepare_hit(loaded, method, layer, source)
+        prepared = self._prepare_hit(loaded, method, layer, source)
+        return key, cached, prepared or self._prepare(loaded, source)
 
     def _prepare(self, loaded: LoadedModel, source: ImageSource) -> _Prepared:
         """Decode and preprocess (or validate a tensor): the full path of a cache miss."""
@@ -339,6 +346,25 @@ def _per_target(metrics: dict[str, list[float]], targets: list[int]) -> dict[str
         for name, values in metrics.items()
         for target, value in zip(targets, values, strict=False)
     }
+
+
+INLINE_ANSWER_PIXELS = 1 << 17  # heatmap pixels in all, e.g. two 256x256 maps
+
+
+def _small_answer(query: ExplainQuery, prepared: _Prepared, result: ItemResult) -> bool:
+    """Whether shaping the answer is cheap enough to do on the event loop (no thread hop).
+
+    Resizing heatmaps onto a large picture takes milliseconds and goes to the pool;
+    up to ``INLINE_ANSWER_PIXELS`` pixels in all, it costs less than the hop.
+    """
+    if query.out_size is not None:
+        height, width = query.out_size
+    elif prepared.placement is not None:
+        height, width = prepared.placement.original_size
+    else:
+        height, width = int(prepared.x.shape[-2]), int(prepared.x.shape[-1])
+    maps = len(result.targets) * (2 if query.return_raw else 1)
+    return height * width * maps <= INLINE_ANSWER_PIXELS
 
 
 def _hashable(value: Any) -> Any:

@@ -192,6 +192,7 @@ def test_cache_modules_do_not_import_pickle_or_use_torch_load() -> None:
 
 def test_image_key_is_sha256_hex() -> None:
     assert image_key(b"abc") == hashlib.sha256(b"abc").hexdigest()
+    assert image_key(b"a", memoryview(b"bc")) == image_key(b"abc")  # parts hash as if joined
 
 
 def test_key_format() -> None:

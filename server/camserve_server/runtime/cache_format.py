@@ -129,9 +129,13 @@ def _component(value: str) -> str:
     return "~" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-def image_key(data: bytes) -> str:
-    """The sha256 hex digest of an input's bytes, the ``image_hash`` of a ``CacheKey``."""
-    return hashlib.sha256(data).hexdigest()
+def image_key(*parts: bytes | memoryview) -> str:
+    """The sha256 hex digest of an input's bytes (given in ``parts``, hashed as if joined,
+    without copying them), the ``image_hash`` of a ``CacheKey``."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def encoded_size(value: CachedActivation, store_dtype: StoreDtype = "float32") -> int:
