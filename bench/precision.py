@@ -1,11 +1,11 @@
 """Mixed precision and ``channels_last``: their effect on Grad-CAM speed and parity.
 
-The engine runs float32 only (its input check and gradient buffers are float32)
-and has no autocast switch, so this is measured here, by a Grad-CAM equivalent
-to the engine's (Selvaraju et al. 2017: ``L = ReLU(sum_k a_k A_k)`` with
-``a_k = mean_ij dy_c/dA_k,ij``; the backward stops at the layer, the heatmap
-pipeline is the engine's ``cam_heatmaps``). Each variant's maps are compared with
-the float32, contiguous maps: max |difference| of heatmaps in [0, 1].
+The server's ``precision`` setting runs the engine under the same autocast; this
+harness measures a standalone Grad-CAM equivalent to the engine's (Selvaraju et
+al. 2017: ``L = ReLU(sum_k a_k A_k)`` with ``a_k = mean_ij dy_c/dA_k,ij``; the
+backward stops at the layer, the heatmap pipeline is the engine's
+``cam_heatmaps``). Each variant's maps are compared with the float32, contiguous
+maps: max |difference| of heatmaps in [0, 1].
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from .rpc.interceptors import AuthInterceptor, ErrorInterceptor
 from .runtime.batcher import Batcher, GroupKey
 from .runtime.cache import TieredCache, build_cache
 from .runtime.metrics import Metrics
+from .runtime.precision import autocast_dtype
 from .runtime.workers import DeviceWorker
 from .service import ExplainService
 from .servicer import ExplainServicer
@@ -118,6 +119,7 @@ def build_runtime(settings: Settings) -> Runtime:
     """Load the models on every device and wire the batcher, cache and workers."""
     metrics = Metrics()
     devices = resolve_devices(settings.devices)
+    autocast = autocast_dtype(settings.precision, devices)  # refuses float16 on a CPU
     specs: tuple[ModelSpec, ...] = settings.models or (demo_model_spec(),)
     budget = settings.memory_budget_mb * (1 << 20)
     models = {
@@ -147,7 +149,9 @@ def build_runtime(settings: Settings) -> Runtime:
 
     for device in devices:
         replicas = {name: loaded.replicas[str(device)] for name, loaded in models.items()}
-        runtime.workers.append(DeviceWorker(device, replicas, batcher, metrics, cache_writer))
+        runtime.workers.append(
+            DeviceWorker(device, replicas, batcher, metrics, cache_writer, autocast=autocast)
+        )
     return runtime
 
 

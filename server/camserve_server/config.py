@@ -68,6 +68,7 @@ class Settings:
     devices: str = "auto"
     memory_budget_mb: int = 1024
     channels_last: str = "true"
+    precision: str = "float32"
     max_message_bytes: int = 32 * MIB
     max_image_pixels: int = 40_000_000
     decode_threads: int = 4
@@ -115,6 +116,7 @@ _HELP = {
     "devices": "'auto' (every CUDA GPU, else the CPU), 'cpu', or e.g. 'cuda:0,cuda:1'",
     "memory_budget_mb": "device memory one batch may use; perturbation chunks are sized to it",
     "channels_last": "run convolutions in NHWC memory format (true/false; faster on CPUs and GPUs)",
+    "precision": "float32, bfloat16 or float16 (CUDA only): autocast dtype of explanation passes",
     "max_message_bytes": "largest request or reply message",
     "max_image_pixels": "largest decoded image (width x height); larger is refused before decoding",
     "decode_threads": "threads that decode and preprocess images off the event loop",

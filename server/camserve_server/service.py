@@ -34,6 +34,7 @@ from .models.loading import LoadedModel
 from .runtime.batcher import Batcher, GroupKey, WorkItem
 from .runtime.cache import CachedActivation, TieredCache, cache_key, image_key
 from .runtime.metrics import Metrics
+from .runtime.precision import precision_name
 from .runtime.workers import ItemResult
 
 MAX_TARGETS = 64
@@ -118,6 +119,7 @@ class ExplainService:
         self.batcher = batcher
         self.cache = cache
         self.metrics = metrics
+        self._precision = precision_name(settings.precision)
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, settings.decode_threads), thread_name_prefix="decode"
         )
@@ -220,9 +222,9 @@ class ExplainService:
         name, weights = conv_weights(loaded.primary, layer or None)
         return name, weights.detach().float().cpu().numpy()
 
-    @staticmethod
-    def _key(loaded: LoadedModel, layer: str, source: ImageSource) -> str:
-        """The cache key: model, weights, preprocessing, layer and a hash of the input bytes."""
+    def _key(self, loaded: LoadedModel, layer: str, source: ImageSource) -> str:
+        """The cache key: model, weights, preprocessing, precision, layer and a hash of the
+        input bytes."""
         if source.encoded is not None:
             image_hash, preprocess = image_key(source.encoded), loaded.preprocess.digest()
         elif source.tensor is not None:
@@ -231,7 +233,9 @@ class ExplainService:
             image_hash, preprocess = image_key(array.data.cast("B"), shape), "tensor"
         else:
             raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
-        return cache_key(loaded.name, loaded.weights_digest, preprocess, layer, image_hash)
+        return cache_key(
+            loaded.name, loaded.weights_digest, preprocess, layer, image_hash, self._precision
+        )
 
     def _lookup(
         self, loaded: LoadedModel, method: Method, layer: str, source: ImageSource

@@ -17,12 +17,19 @@ class AblationCam(CamMethod):
     ablated activations (a full forward that substitutes them where the model cannot be
     split), in batches sized to the memory budget. A forward-only graph cannot
     substitute an activation inside a full pass: there only layers it splits at serve.
+
+    ``y_c`` comes from the same head passes as the ablated scores (one unablated copy
+    per sample), not from the logits, so both sides of the difference are computed
+    alike even when the activation came from the cache of a reduced-precision
+    forward. The score drops are often below bfloat16's resolution, so the method
+    runs in float32 under any server ``precision``.
     """
 
     id = "ablationcam"
     heavy = True
     runs_head_on_cache_hit = True
     needs_gradients = False
+    mixed_precision = False
     description = "Each channel weighted by the relative drop of the class score when it is zeroed."
     reference = "Desai & Ramaswamy 2020; pytorch-grad-cam AblationCAM at post-ReLU layers"
     variant = "ablationcam (channel set to 0)"
@@ -55,18 +62,21 @@ class AblationCam(CamMethod):
         n, k = activation.shape[:2]
         head = batch.model.head(batch.layer)
         chunk = rows_per_pass(batch.model, int(batch.options["batch_size"]))
-        ablated_scores = logits.new_empty((n * k, logits.shape[1]))
-        for start, stop in spans(n * k, chunk):
+        copies = k + 1  # per sample: channel j zeroed for j < k, then the unablated copy
+        scores = logits.new_empty((n * copies, logits.shape[1]))
+        for start, stop in spans(n * copies, chunk):
             pairs = torch.arange(start, stop, device=activation.device)
-            sample, channel = pairs // k, pairs % k
+            sample, channel = pairs // copies, pairs % copies
             ablated = activation[sample].clone()
-            ablated[torch.arange(len(pairs), device=ablated.device), channel] = 0
+            zeroed = torch.nonzero(channel < k).flatten()
+            ablated[zeroed, channel[zeroed]] = 0
             if head is not None:
-                ablated_scores[start:stop] = head(ablated)
+                scores[start:stop] = head(ablated)
             else:
                 with layer_hook(batch.model.submodule(batch.layer), substitute=ablated):
-                    ablated_scores[start:stop] = batch.model.module(batch.x[sample])
-        original = rows.scores(logits)[:, None]
-        dropped = ablated_scores.view(n, k, -1)[rows.sample, :, rows.target]
+                    scores[start:stop] = batch.model.module(batch.x[sample])
+        per_copy = scores.view(n, copies, -1)
+        original = per_copy[rows.sample, k, rows.target][:, None]
+        dropped = per_copy[rows.sample, :k, rows.target]
         weights = (original - dropped) / original
         return torch.einsum("mk,mkhw->mhw", weights, activation[rows.sample])

@@ -110,7 +110,7 @@ class Filters(ActivationMethod):
     def run(self, batch: BatchInput) -> BatchResult:
         name, weights = conv_weights(batch.model, batch.layer)
         with torch.inference_mode():
-            logits = batch.model.module(batch.x)
+            logits = batch.model.module(batch.x).float()
         samples = [_activation_sample(logits[i], weights) for i in range(batch.x.shape[0])]
         result = self.result(batch, samples, logits=logits)
         result.layer = name
@@ -141,10 +141,10 @@ class Embedding(ActivationMethod):
                 layer = model.structure.final_linear
                 captured: list[torch.Tensor] = []
                 handle = model.submodule(layer).register_forward_pre_hook(
-                    lambda _m, args: captured.append(args[0].detach())
+                    lambda _m, args: captured.append(args[0].detach().float())
                 )
                 try:
-                    logits = model.module(batch.x)
+                    logits = model.module(batch.x).float()
                 finally:
                     handle.remove()
                 vectors = captured[-1].flatten(1)

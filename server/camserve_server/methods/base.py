@@ -97,6 +97,8 @@ class Method(ABC):
     # them), and whether the head after the layer runs (else nothing runs at all).
     pixels_on_cache_hit: ClassVar[bool] = False
     runs_head_on_cache_hit: ClassVar[bool] = False
+    # Whether the method runs under the server's autocast (``precision``); False: in float32.
+    mixed_precision: ClassVar[bool] = True
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     variant: ClassVar[str] = ""

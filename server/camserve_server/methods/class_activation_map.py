@@ -8,13 +8,15 @@ from torch import nn
 from ..models import ExplainableModel
 from .base import BatchInput, MethodNotApplicable, Rows
 from .cam_base import CamMethod
+from .precision import consistency_rtol
 
 
 class ClassActivationMap(CamMethod):
     """The original class activation map, read from the final linear layer's weights.
 
     Applicability is checked on the model itself, not its family: the logits must
-    equal ``W @ mean_hw(A) + b`` for the layer's activation ``A``.
+    equal ``W @ mean_hw(A) + b`` for the layer's activation ``A`` (to ``1e-3`` of the
+    largest logit; to 4 eps of the autocast dtype under reduced precision).
     """
 
     id = "cam"
@@ -42,7 +44,7 @@ class ClassActivationMap(CamMethod):
         if linear.bias is not None:
             pooled = pooled + linear.bias
         scale = float(logits.abs().max().clamp_min(1.0))
-        if float((pooled - logits).abs().max()) > 1e-3 * scale:
+        if float((pooled - logits).abs().max()) > consistency_rtol(activation.device) * scale:
             raise self._refusal(batch.model, batch.layer)
         return torch.einsum("mk,mkhw->mhw", weight[rows.target], activation[rows.sample])
 

@@ -11,6 +11,7 @@ from ..errors import InvalidArgument
 from ..models import ExplainableModel
 from .base import BatchInput, BatchResult, CachedLayer, TargetRequest, validate_targets
 from .options import parse_options
+from .precision import full_precision
 from .registry import get_method
 
 TargetLike = int | Sequence[int] | TargetRequest
@@ -33,7 +34,10 @@ def explain(
     ``TargetRequest``); without it every sample explains its ``top_k`` predicted
     classes. ``cached`` holds, per sample, a layer activation already computed,
     which lets the method skip the backbone. Tensors in the result stay on the
-    model's device.
+    model's device. Called inside ``torch.autocast`` (the server's ``precision``),
+    the method computes in reduced precision unless it declares
+    ``mixed_precision = False``; its heatmaps, logits and activations are float32
+    either way.
     """
     chosen = get_method(method)
     parsed = parse_options(method, chosen.options, options)
@@ -56,6 +60,9 @@ def explain(
     if len(cache_rows) != n:
         raise InvalidArgument(f"{len(cache_rows)} cache entries for a batch of {n}")
     batch = BatchInput(model, batch_x, requests, resolved_layer, parsed, cache_rows)
+    if not chosen.mixed_precision:
+        with full_precision(model.device):
+            return chosen.run(batch)
     return chosen.run(batch)
 
 

@@ -6,6 +6,12 @@ before it, and parameters never need gradients. A cached activation skips the
 backbone: only the head after the layer runs (``ExplainableModel.head``), or,
 for a model that cannot be split, a full forward that substitutes it. A
 forward-only graph has no hooks: it outputs the layer's activation itself.
+
+Under ``torch.autocast`` (the server's ``precision``) the backbone computes in
+reduced precision, but what leaves a pass is float32: the captured activation
+is upcast in the hook (so the leaf the backward stops at, its gradient and a
+cached activation are float32, and a cache hit feeds the head exactly what a
+miss does) and the logits are upcast after the forward.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ def layer_hook(
         if substitute is not None:
             captured.append(substitute)
             return substitute.clone()
-        activation = out.detach()
+        activation = out.detach().float()  # float32 under autocast too: see module docstring
         if make_leaf:
             activation.requires_grad_(True)
         captured.append(activation)
@@ -64,7 +70,7 @@ def forward_with_layer(
     if model.graph is not None:
         return model.graph.forward_with_layer(x, layer)
     with layer_hook(model.submodule(layer)) as captured:
-        logits = model.module(x)
+        logits = model.module(x).float()
     return captured[0], logits
 
 
@@ -131,7 +137,7 @@ def layer_gradients(batch: BatchInput) -> LayerGradients:
     with torch.enable_grad():
         if misses:
             with layer_hook(model.submodule(batch.layer), make_leaf=True) as captured:
-                out = model.module(batch.x[misses])
+                out = model.module(batch.x[misses]).float()
             passes.append((misses, captured[0], out))
         if hits:
             leaf = _cached(batch, hits)[0].clone().requires_grad_(True)
@@ -152,10 +158,10 @@ def _run_head(batch: BatchInput, hits: list[int], leaf: torch.Tensor) -> torch.T
     head = batch.model.head(batch.layer)
     if head is not None:
         out: torch.Tensor = head(leaf.clone())
-        return out
+        return out.float()
     with layer_hook(batch.model.submodule(batch.layer), substitute=leaf):
         full: torch.Tensor = batch.model.module(batch.x[hits])
-        return full
+        return full.float()
 
 
 def backward_by_rank(

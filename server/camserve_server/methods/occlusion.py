@@ -30,6 +30,7 @@ class Occlusion(AttributionMethod):
     heavy = True
     family: ClassVar[Family] = "perturbation"
     needs_gradients = False
+    mixed_precision = False  # score drops are differences of logits, below bfloat16's resolution
     description = "Score drop when a sliding window of the image is covered."
     reference = "Zeiler & Fergus 2014; Captum Occlusion"
     options = (

@@ -98,11 +98,12 @@ class ExplainableModel:
         return self._module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, C)`` of a batch, from the module or the forward-only classifier."""
+        """Logits ``(N, C)`` of a batch, from the module or the forward-only classifier;
+        float32 also when the module ran under ``torch.autocast``."""
         if self.graph is not None:
             return self.graph(x)
         logits: torch.Tensor = self.module(x)
-        return logits
+        return logits.float()
 
     def known_head(self, layer: str) -> bool | None:
         """Whether ``layer`` has a head, if already worked out (None: not yet); never builds."""

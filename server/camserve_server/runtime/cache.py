@@ -52,9 +52,16 @@ MIB = 1 << 20
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-def cache_key(model: str, weights_digest: str, preprocess: str, layer: str, image_hash: str) -> str:
+def cache_key(
+    model: str,
+    weights_digest: str,
+    preprocess: str,
+    layer: str,
+    image_hash: str,
+    precision: str = "float32",
+) -> str:
     """The store key of one image's activation at ``layer`` (see ``CacheKey``)."""
-    return CacheKey(model, weights_digest, preprocess, layer, image_hash).render()
+    return CacheKey(model, weights_digest, preprocess, layer, image_hash, precision).render()
 
 
 class CacheLookup(NamedTuple):

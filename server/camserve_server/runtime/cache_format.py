@@ -57,7 +57,13 @@ class CacheFormatError(ValueError):
 
 @dataclass(frozen=True)
 class CachedActivation:
-    """One image's layer activation ``(K, h, w)`` and logits ``(C,)``."""
+    """One image's layer activation ``(K, h, w)`` and logits ``(C,)``.
+
+    Always float32 in memory and in the blob. On a server whose ``precision`` is
+    ``bfloat16`` or ``float16`` they were computed under ``torch.autocast`` at that
+    dtype and upcast (the activation holds 16-bit-rounded values); the key's
+    ``precision`` keeps such entries apart from float32 ones.
+    """
 
     activation: torch.Tensor
     logits: torch.Tensor
@@ -97,17 +103,30 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CacheKey:
-    """Everything an activation depends on; ``render()`` gives the short store key."""
+    """Everything an activation depends on; ``render()`` gives the short store key.
+
+    ``precision`` is the server's autocast dtype: a ``bfloat16`` server's activation
+    was computed in bfloat16 (then stored as float32), so it gets its own key and is
+    never served by, or to, a ``float32`` server sharing the Redis.
+    """
 
     model: str
     weights_digest: str
     preprocess: str
     layer: str
     image_hash: str
+    precision: str = "float32"
 
     def render(self) -> str:
-        """``camserve:v1:{model}@{weights[:16]}:{preprocess digest}:{layer}:{image hash}``."""
-        preprocess = hashlib.sha256(self.preprocess.encode()).hexdigest()[:16]
+        """``camserve:v1:{model}@{weights[:16]}:{preprocess digest}:{layer}:{image hash}``.
+
+        The preprocess digest covers the precision too, except for float32, whose keys
+        stay what they were before the setting existed.
+        """
+        computed = self.preprocess
+        if self.precision != "float32":
+            computed = f"{self.preprocess}|precision={self.precision}"
+        preprocess = hashlib.sha256(computed.encode()).hexdigest()[:16]
         return ":".join(
             (
                 KEY_PREFIX,

@@ -29,6 +29,7 @@ from ..models import ExplainableModel
 from .batcher import Batcher, GroupKey, WorkItem
 from .device_slot import DeviceSlot, Priority
 from .metrics import Metrics
+from .precision import mixed_precision
 
 __all__ = ["CacheWriter", "DeviceWorker", "InternalError", "ItemResult", "explain"]
 
@@ -74,8 +75,10 @@ class DeviceWorker:
         batcher: Batcher,
         metrics: Metrics,
         cache_writer: CacheWriter | None = None,
+        autocast: torch.dtype | None = None,
     ) -> None:
         self.device = device
+        self.autocast = autocast  # explanation batches run under torch.autocast with it
         self.models = models
         self.batcher = batcher
         self.metrics = metrics
@@ -224,15 +227,16 @@ class DeviceWorker:
         model = self.models[group.model]
         started = time.perf_counter()
         x = torch.stack([item.x for item in items]).to(model.device, non_blocking=True)
-        result = explain(
-            model,
-            group.method,
-            x,
-            targets=[item.target for item in items],
-            layer=group.layer,
-            options=dict(group.options),
-            cached=[item.cached for item in items],
-        )
+        with mixed_precision(model.device, self.autocast):
+            result = explain(
+                model,
+                group.method,
+                x,
+                targets=[item.target for item in items],
+                layer=group.layer,
+                options=dict(group.options),
+                cached=[item.cached for item in items],
+            )
         outcomes = self._unpack(result, items)
         self._write_cache(result, items)
         if model.device.type == "cuda":
