@@ -19,6 +19,7 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
         "gradcam_vs_forward_channels_last": served / r["model"]["forward_channels_last_ips"],
         "gradcam_vs_pytorch_grad_cam": served / r["pytorch_grad_cam_rps"],
         "gradcam_vs_unbatched": served / r["gradcam_unbatched"]["throughput_rps"],
+        "gradcam_served_bfloat16_vs_float32": r["gradcam_bfloat16"]["throughput_rps"] / served,
         "cache_warm_speedup": r["cache"]["jpeg"]["speedup"],
         "cache_warm_speedup_tensor": r["cache"]["tensor"]["speedup"],
         "occlusion_vs_captum": occlusion["captum_s_per_image"] / occlusion["camserve_s_per_image"],
@@ -72,6 +73,7 @@ def table(r: dict[str, Any]) -> str:
         _load_row("camserve gradcam served", g),
         ("  batch size mean", f"{g['batch_size']['mean']:.1f}"),
         _load_row("camserve gradcam, max_batch_size=1", u),
+        _load_row("camserve gradcam, --precision bfloat16", r["gradcam_bfloat16"]),
         ("pytorch-grad-cam, one at a time", f"{r['pytorch_grad_cam_rps']:.1f} req/s"),
     ]
     for kind in ("jpeg", "tensor"):

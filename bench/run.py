@@ -192,6 +192,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def part_sizes(pool: int, perturbation_images: int) -> dict[str, int]:
+    """How many distinct images each part of the run uses (no image serves two parts)."""
+    return {
+        "warmup": 8,
+        "load": pool,
+        "unbatched": pool,
+        "bfloat16": pool,
+        "cache_jpeg": 8,
+        "cache_tensor": 8,
+        "overhead_jpeg": 16,
+        "overhead_tensor": 16,
+        "perturb": perturbation_images,
+    }
+
+
 @dataclass
 class Workload:
     """The run's images, split so no cold measurement ever sees an image twice."""
@@ -208,16 +223,7 @@ class Workload:
 
     def part(self, name: str) -> list[bytes]:
         """Disjoint slices: warm-up, the load pools, cache pairs, overhead, perturbation."""
-        sizes = {
-            "warmup": 8,
-            "load": self.pool,
-            "unbatched": self.pool,
-            "cache_jpeg": 8,
-            "cache_tensor": 8,
-            "overhead_jpeg": 16,
-            "overhead_tensor": 16,
-            "perturb": self.args.perturbation_images,
-        }
+        sizes = part_sizes(self.pool, self.args.perturbation_images)
         start = 0
         for key, size in sizes.items():
             if key == name:
@@ -266,6 +272,11 @@ def _batched_section(work: Workload, folder: Path, results: dict[str, Any]) -> l
         results["gradcam_unbatched"] = _load(single, args, work.fresh("unbatched"), work.kind)
     finally:
         single.stop()
+    mixed = _server(args.arch, args.size, folder, precision="bfloat16")
+    try:
+        results["gradcam_bfloat16"] = _load(mixed, args, work.fresh("bfloat16"), work.kind)
+    finally:
+        mixed.stop()
     return maps
 
 
@@ -378,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Workload(
         args,
         Preprocess(input_size=(args.size, args.size)),
-        jpeg_images(2 * pool + 56 + args.perturbation_images, args.size, seed=1),
+        jpeg_images(sum(part_sizes(pool, args.perturbation_images).values()), args.size, seed=1),
         pool,
     )
     model = _baseline_model(args.arch)

@@ -36,12 +36,16 @@ def test_bench_quick_run_with_tensors_for_a_duration_reports_every_section() -> 
         "onnxruntime_forward_vs_eager",
         "integrated_gradients_vs_captum",
         "gradcam_bfloat16_autocast_vs_float32",
+        "gradcam_served_bfloat16_vs_float32",
     }
     assert all(value > 0 for value in results["ratios"].values())
     gradcam = results["gradcam"]
     assert (gradcam["input"], gradcam["mode"], gradcam["errors"]) == ("tensor", "duration", 0)
     assert gradcam["requests"] > 0 and gradcam["elapsed_s"] >= 2.0
     assert gradcam["batch_size"]["mean"] >= 1
+    assert (
+        results["gradcam_bfloat16"]["errors"] == 0 and results["gradcam_bfloat16"]["requests"] > 0
+    )
     assert set(results["overhead"]) == set(results["cache"]) == {"jpeg", "tensor"}
     assert results["onnxruntime"]["occlusion_max_abs_diff_vs_camserve"] < 1e-3
     assert results["precision"]["float32"]["engine_max_abs_diff"] < 1e-5
