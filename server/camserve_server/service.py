@@ -41,12 +41,37 @@ MAX_TARGETS = 64
 HEATMAP_DTYPES = ("float32", "float16", "uint8")
 
 
+NO_IMAGE = "the request carries no image: give encoded bytes or a tensor"
+
+
 @dataclass
 class ImageSource:
     """Encoded image bytes, or a preprocessed float32 tensor ``(3, H, W)``."""
 
     encoded: bytes | None = None
     tensor: np.ndarray | None = None
+
+    def content_key(self, loaded: LoadedModel, missing: str = NO_IMAGE) -> tuple[str, str]:
+        """``(preprocessing, sha256)`` naming what the model sees: the preprocessing digest
+        and a hash of the bytes, or ``"tensor"`` and a hash of the tensor and its shape."""
+        if self.encoded is not None:
+            return loaded.preprocess.digest(), image_key(self.encoded)
+        if self.tensor is not None:
+            array = np.ascontiguousarray(self.tensor)
+            shape = str((array.dtype.str, array.shape)).encode()
+            return "tensor", image_key(array.data.cast("B"), shape)
+        raise InvalidArgument(missing)
+
+    def model_input(
+        self, loaded: LoadedModel, max_pixels: int, missing: str = NO_IMAGE
+    ) -> tuple[torch.Tensor, Placement | None]:
+        """The model's input ``(3, H, W)``: decoded and preprocessed (with where it sits on
+        the picture), or the caller's tensor, validated."""
+        if self.encoded is not None:
+            return loaded.preprocess(decode_image(self.encoded, max_pixels=max_pixels))
+        if self.tensor is not None:
+            return validate_tensor(self.tensor), None
+        raise InvalidArgument(missing)
 
 
 @dataclass
@@ -225,14 +250,7 @@ class ExplainService:
     def _key(self, loaded: LoadedModel, layer: str, source: ImageSource) -> str:
         """The cache key: model, weights, preprocessing, precision, layer and a hash of the
         input bytes."""
-        if source.encoded is not None:
-            image_hash, preprocess = image_key(source.encoded), loaded.preprocess.digest()
-        elif source.tensor is not None:
-            array = np.ascontiguousarray(source.tensor)
-            shape = str((array.dtype.str, array.shape)).encode()
-            image_hash, preprocess = image_key(array.data.cast("B"), shape), "tensor"
-        else:
-            raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
+        preprocess, image_hash = source.content_key(loaded)
         return cache_key(
             loaded.name, loaded.weights_digest, preprocess, layer, image_hash, self._precision
         )
@@ -255,14 +273,7 @@ class ExplainService:
     def _prepare(self, loaded: LoadedModel, source: ImageSource) -> _Prepared:
         """Decode and preprocess (or validate a tensor): the full path of a cache miss."""
         started = time.perf_counter()
-        placement: Placement | None = None
-        if source.encoded is not None:
-            image = decode_image(source.encoded, max_pixels=self.settings.max_image_pixels)
-            x, placement = loaded.preprocess(image)
-        elif source.tensor is not None:
-            x = validate_tensor(source.tensor)
-        else:
-            raise InvalidArgument("the request carries no image: give encoded bytes or a tensor")
+        x, placement = source.model_input(loaded, self.settings.max_image_pixels)
         return _Prepared(x=x, placement=placement, decode_s=time.perf_counter() - started)
 
     def _prepare_hit(

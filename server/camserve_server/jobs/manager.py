@@ -14,7 +14,6 @@ seed, target, layer, channel, input hashes).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -27,7 +26,6 @@ import torch
 from ..config import Settings
 from ..errors import InvalidArgument, NotFound, Overloaded, choices
 from ..models import ExplainableModel
-from ..models.imaging import decode_image, validate_tensor
 from ..models.loading import LoadedModel
 from ..runtime.device_slot import Priority
 from ..runtime.metrics import Metrics
@@ -252,13 +250,9 @@ class JobManager:
     ) -> torch.Tensor | None:
         if source is None:
             return None
-        if source.encoded is not None:
-            picture = decode_image(source.encoded, max_pixels=self.settings.max_image_pixels)
-            tensor, _ = loaded.preprocess(picture)
-            return tensor
-        if source.tensor is not None:
-            return validate_tensor(source.tensor)
-        raise InvalidArgument(f"the {what} is empty: give encoded bytes or a tensor")
+        missing = f"the {what} is empty: give encoded bytes or a tensor"
+        tensor, _ = source.model_input(loaded, self.settings.max_image_pixels, missing)
+        return tensor
 
     @staticmethod
     def _result(
@@ -360,16 +354,10 @@ def _top(
 
 
 def _source_hash(loaded: LoadedModel, source: ImageSource | None) -> str:
-    if source is None:
+    if source is None or (source.encoded is None and source.tensor is None):
         return ""
-    if source.encoded is not None:
-        digest = hashlib.sha256(source.encoded).hexdigest()
-        return f"{loaded.preprocess.digest()}:{digest}"
-    if source.tensor is not None:
-        array = np.ascontiguousarray(source.tensor)
-        shape = str((array.dtype.str, array.shape)).encode()
-        return "tensor:" + hashlib.sha256(array.tobytes() + shape).hexdigest()
-    return ""
+    preprocess, digest = source.content_key(loaded)
+    return f"{preprocess}:{digest}"
 
 
 def _check_query(query: JobQuery, loaded: LoadedModel) -> None:

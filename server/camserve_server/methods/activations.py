@@ -110,7 +110,7 @@ class Filters(ActivationMethod):
     def run(self, batch: BatchInput) -> BatchResult:
         name, weights = conv_weights(batch.model, batch.layer)
         with torch.inference_mode():
-            logits = batch.model.module(batch.x).float()
+            logits = batch.model.forward(batch.x)
         samples = [_activation_sample(logits[i], weights) for i in range(batch.x.shape[0])]
         result = self.result(batch, samples, logits=logits)
         result.layer = name
@@ -144,7 +144,7 @@ class Embedding(ActivationMethod):
                     lambda _m, args: captured.append(args[0].detach().float())
                 )
                 try:
-                    logits = model.module(batch.x).float()
+                    logits = model.forward(batch.x)
                 finally:
                     handle.remove()
                 vectors = captured[-1].flatten(1)

@@ -26,7 +26,7 @@ def input_gradients(batch: BatchInput) -> tuple[torch.Tensor, Rows, torch.Tensor
     """One forward, one backward per target rank: ``dy_c/dx`` for every row ``(M, 3, H, W)``."""
     x = batch.x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        out = batch.model.module(x).float()
+        out = batch.model.forward(x)
     rows = Rows.from_targets(resolve_targets(batch.targets, out.detach()), batch.model.device)
     gradients = torch.zeros(len(rows), *x.shape[1:], device=x.device)
     backward_by_rank(rows, list(range(x.shape[0])), x, out, gradients)
@@ -54,7 +54,7 @@ def weighted_input_gradients(
         sample, step = pairs // steps, pairs % steps
         inputs = make_inputs(sample, step).detach().requires_grad_(True)
         with torch.enable_grad():
-            out = batch.model.module(inputs).float()
+            out = batch.model.forward(inputs)
         ranks = max(rows.counts[i] for i in set(sample.tolist()))
         for r in range(ranks):
             row = table[sample, r]

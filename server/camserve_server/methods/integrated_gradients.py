@@ -54,7 +54,7 @@ class IntegratedGradients(AttributionMethod):
         total = weighted_input_gradients(batch, rows, path_point, steps, weights)
         attribution = (x[rows.sample] - baseline) * total
         with torch.inference_mode():
-            baseline_logits = batch.model.module(baseline)[0].float()
+            baseline_logits = batch.model.forward(baseline)[0]
         expected = rows.scores(logits) - baseline_logits[rows.target]
         gap = attribution.flatten(1).sum(dim=1) - expected
         return logits, rows, attribution, {"completeness_gap": gap}

@@ -70,7 +70,7 @@ def forward_with_layer(
     if model.graph is not None:
         return model.graph.forward_with_layer(x, layer)
     with layer_hook(model.submodule(layer)) as captured:
-        logits = model.module(x).float()
+        logits = model.forward(x)
     return captured[0], logits
 
 
@@ -137,7 +137,7 @@ def layer_gradients(batch: BatchInput) -> LayerGradients:
     with torch.enable_grad():
         if misses:
             with layer_hook(model.submodule(batch.layer), make_leaf=True) as captured:
-                out = model.module(batch.x[misses]).float()
+                out = model.forward(batch.x[misses])
             passes.append((misses, captured[0], out))
         if hits:
             leaf = _cached(batch, hits)[0].clone().requires_grad_(True)
