@@ -27,6 +27,7 @@ demo: venv ## start the server, explain the sample images, write overlays under 
 
 test: venv lint ## lint, type-check and run the whole test suite
 	@bash scripts/ensure_chromium.sh
+	@bash scripts/ensure_redis.sh
 	$(PY) -m pytest
 
 test-fast: venv ## the test suite without the slow tests
