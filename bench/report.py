@@ -22,6 +22,8 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
         "gradcam_served_bfloat16_vs_float32": r["gradcam_bfloat16"]["throughput_rps"] / served,
         "cache_warm_speedup": r["cache"]["jpeg"]["speedup"],
         "cache_warm_speedup_tensor": r["cache"]["tensor"]["speedup"],
+        "cache_warm_speedup_second_target": r["cache"]["jpeg"]["speedup_target"],
+        "cache_warm_speedup_second_target_tensor": r["cache"]["tensor"]["speedup_target"],
         "occlusion_vs_captum": occlusion["captum_s_per_image"] / occlusion["camserve_s_per_image"],
         "occlusion_onnxruntime_vs_captum": occlusion["captum_s_per_image"]
         / ort["occlusion_s_per_image"],
@@ -79,8 +81,9 @@ def table(r: dict[str, Any]) -> str:
     for kind in ("jpeg", "tensor"):
         rows.append(
             (
-                f"cache: cold / warm p50 ({kind})",
-                f"{c[kind]['cold_p50_ms']:.1f} ms / {c[kind]['warm_p50_ms']:.2f} ms",
+                f"cache p50 ({kind}): cold / 2nd target / 2nd method",
+                f"{c[kind]['cold_p50_ms']:.1f} ms / {c[kind]['warm_target_p50_ms']:.2f} ms / "
+                f"{c[kind]['warm_p50_ms']:.2f} ms",
             )
         )
     rows += [_overhead_row(kind, r["overhead"][kind]) for kind in ("jpeg", "tensor")]

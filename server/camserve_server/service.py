@@ -7,6 +7,7 @@ queue for a device worker, and shape the answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from .models.imaging import (
 from .models.loading import LoadedModel
 from .runtime.batcher import Batcher, GroupKey, WorkItem
 from .runtime.cache import CachedActivation, TieredCache, cache_key, image_key
+from .runtime.intra_op import HEAD_ONLY_THREADS, intra_op_threads
 from .runtime.metrics import Metrics
 from .runtime.precision import precision_name
 from .runtime.workers import ItemResult
@@ -193,9 +195,11 @@ class ExplainService:
             key: str | None = None
             prepared: _Prepared | None = None
             if method.caches_layer and layer is not None:
-                key, cached, prepared = await loop.run_in_executor(
-                    self._pool, self._lookup, loaded, method, layer, query.source
-                )
+                key, cached, prepared = self._lookup_in_memory(loaded, method, layer, query.source)
+                if prepared is None:
+                    key, cached, prepared = await loop.run_in_executor(
+                        self._pool, self._lookup, loaded, method, layer, query.source, key
+                    )
             if prepared is None:
                 prepared = await loop.run_in_executor(
                     self._pool, self._prepare, loaded, query.source
@@ -226,7 +230,8 @@ class ExplainService:
             future.cancel()
             raise
         if _small_answer(query, prepared, result):
-            answer = self._shape_answer(loaded, query, prepared, result)
+            with intra_op_threads(HEAD_ONLY_THREADS):  # a few small ops: no thread team
+                answer = self._shape_answer(loaded, query, prepared, result)
         else:
             answer = await loop.run_in_executor(
                 self._pool, self._shape_answer, loaded, query, prepared, result
@@ -255,15 +260,40 @@ class ExplainService:
             loaded.name, loaded.weights_digest, preprocess, layer, image_hash, self._precision
         )
 
-    def _lookup(
+    def _lookup_in_memory(
         self, loaded: LoadedModel, method: Method, layer: str, source: ImageSource
+    ) -> tuple[str | None, CachedLayer | None, _Prepared | None]:
+        """The whole lookup on the event loop, when it is cheap: a small encoded image
+        (hashing it takes microseconds), found in the memory tier, for a method that
+        needs only its header. Otherwise ``prepared`` is None and the pool takes over
+        (with the key, if the memory tier was already consulted)."""
+        encoded = source.encoded
+        if encoded is None or len(encoded) > INLINE_LOOKUP_BYTES:
+            return None, None, None
+        key = self._key(loaded, layer, source)
+        value = self.cache.memory.get(key)
+        if value is None:
+            return key, None, None
+        prepared = self._prepare_hit(loaded, method, layer, source)
+        if prepared is None:  # needs pixels: decode in the pool, the entry is still good
+            return None, None, None
+        return key, CachedLayer(value.activation, value.logits), prepared
+
+    def _lookup(
+        self,
+        loaded: LoadedModel,
+        method: Method,
+        layer: str,
+        source: ImageSource,
+        missed_in_memory: str | None = None,
     ) -> tuple[str, CachedLayer | None, _Prepared]:
         """Key, cached activation (or None) and the prepared input, in one thread hop.
 
         A hit that needs no pixels reads only the image header; a miss decodes.
+        ``missed_in_memory``: the key, already looked up in the memory tier (and missed).
         """
-        key = self._key(loaded, layer, source)
-        value, _ = self.cache.get(key)
+        key = missed_in_memory or self._key(loaded, layer, source)
+        value, _ = self.cache.get(key, memory=missed_in_memory is None)
         if value is None:
             return key, None, self._prepare(loaded, source)
         cached = CachedLayer(value.activation, value.logits)
@@ -286,7 +316,7 @@ class ExplainService:
             return None  # no head (yet): the fallback substitutes the activation in a full forward
         started = time.perf_counter()
         size = image_size(source.encoded, max_pixels=self.settings.max_image_pixels)
-        x = torch.zeros(3, *loaded.primary.input_size)  # never read: the activation is cached
+        x = _placeholder(loaded.primary.input_size)  # never read: the activation is cached
         return _Prepared(
             x=x, placement=loaded.preprocess.placement(size), decode_s=time.perf_counter() - started
         )
@@ -361,6 +391,15 @@ def _per_target(metrics: dict[str, list[float]], targets: list[int]) -> dict[str
         for name, values in metrics.items()
         for target, value in zip(targets, values, strict=False)
     }
+
+
+INLINE_LOOKUP_BYTES = 256 << 10  # sha256 runs at about 1 GB/s: at most a quarter millisecond
+
+
+@functools.lru_cache(maxsize=16)
+def _placeholder(size: tuple[int, int]) -> torch.Tensor:
+    """The input of a cache hit that reads no pixels: one shared, read-only zero tensor."""
+    return torch.zeros(3, *size)
 
 
 INLINE_ANSWER_PIXELS = 1 << 17  # heatmap pixels in all, e.g. two 256x256 maps

@@ -31,6 +31,8 @@ def test_bench_quick_run_with_tensors_for_a_duration_reports_every_section() -> 
         "gradcam_vs_unbatched",
         "cache_warm_speedup",
         "cache_warm_speedup_tensor",
+        "cache_warm_speedup_second_target",
+        "cache_warm_speedup_second_target_tensor",
         "occlusion_vs_captum",
         "occlusion_onnxruntime_vs_captum",
         "onnxruntime_forward_vs_eager",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import torch
@@ -103,3 +104,44 @@ def test_a_light_request_is_not_stuck_behind_a_heavy_one(server: ServerThread) -
     assert len(light.heatmaps) == 1
     assert not heavy.done(), "the Grad-CAM request waited for the whole occlusion"
     assert len(heavy.result(timeout=120).heatmaps) == 1
+
+
+class _CountingPool:
+    """Wraps the service's decode pool and counts what is sent to it."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.calls = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.pool.submit(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pool, name)
+
+
+def test_a_memory_hit_on_a_small_image_is_looked_up_without_the_decode_pool(
+    server: ServerThread,
+) -> None:
+    """A small JPEG is hashed and found on the event loop; a miss is counted once."""
+    assert server.runtime is not None
+    service = server.runtime.service
+    registry = server.runtime.metrics.registry
+    misses = metric_value(registry, "camserve_cache_misses_total", {"tier": "memory"})
+    client = stub(server.address)
+    image = random_image(79, (64, 64))
+    counting = _CountingPool(service._pool)
+    service._pool = counting  # type: ignore[assignment]
+    try:
+        cold = client.Explain(request("r18", "gradcam", image, classes=(1,)))
+        assert counting.calls == 1, "a miss decodes in the pool"
+        warm = client.Explain(request("r18", "gradcam++", image, classes=(2,)))
+        assert counting.calls == 1, "a memory hit needs no thread hop"
+        tensor = client.Explain(request("r18", "gradcam", tensor_input(79), classes=(1,)))
+    finally:
+        service._pool = counting.pool
+    assert not cold.cache_hit and warm.cache_hit and not tensor.cache_hit
+    assert counting.calls == 2, "a tensor is hashed in the pool"
+    after = metric_value(registry, "camserve_cache_misses_total", {"tier": "memory"})
+    assert after == misses + 2, "each miss is counted once"

@@ -209,3 +209,62 @@ def test_a_layer_inside_a_skip_connection_has_no_head_but_the_cache_still_works(
         model, "gradcam", x, targets=[[1], [2]], layer=layer, cached=from_cache(fresh, (0, 1))
     )
     assert_same_results("gradcam", cached, [(fresh, 0), (fresh, 1)])
+
+
+@pytest.mark.parametrize(
+    ("arch", "layer", "classifier"),
+    [
+        ("resnet18", "layer4", "fc"),
+        ("vgg11_bn", "features", "classifier.6"),
+        ("mobilenet_v3_small", "features.8", "classifier.3"),
+    ],
+)
+def test_a_head_ending_in_a_linear_classifier_splits_before_it(
+    arch: str, layer: str, classifier: str
+) -> None:
+    """A cache hit's gradient needs only the target rows of the final linear layer."""
+    model = torchvision_model(arch, 64)
+    linear = model.linear_head(layer)
+    assert linear is not None
+    assert linear.weight is model.submodule(classifier).weight
+    x = images(2, size=64, seed=7)
+    fresh = explain(model, "channel_profile", x, layer=layer)
+    assert fresh.activations is not None and fresh.logits is not None
+    with torch.inference_mode():
+        features = linear.features(fresh.activations.clone())
+        targets = torch.tensor([3, 7])
+        scores = linear.scores(features, targets)
+    assert features.dim() == 2
+    assert_close(scores, fresh.logits[torch.arange(2), targets], atol=1e-5, rel=1e-5)
+
+
+class ScaledLogits(torch.nn.Module):
+    """A classifier whose last operation is not its linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.fc(self.pool(self.features(x)).flatten(1))
+        return logits * 2.0
+
+
+def test_a_head_that_ends_otherwise_runs_whole_and_gives_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    model = ExplainableModel(ScaledLogits(), input_size=(16, 16), default_layer="features")
+    assert model.head("features") is not None
+    assert model.linear_head("features") is None
+    x = images(2, size=16, seed=8)
+    fresh = explain(model, "gradcam", x, targets=[[1, 4], [2]], layer="features")
+    cached = explain(
+        model,
+        "gradcam",
+        x,
+        targets=[[1, 4], [2]],
+        layer="features",
+        cached=from_cache(fresh, (0, 1)),
+    )
+    assert_same_results("gradcam", cached, [(fresh, 0), (fresh, 1)])

@@ -10,7 +10,7 @@ import torch
 from .base import BatchInput, BatchResult, Family, Method, Rows, package, resolve_targets
 from .chunking import rows_per_pass, spans
 from .heatmap import attribution_heatmaps
-from .layer_pass import backward_by_rank
+from .layer_pass import backward_by_rank, logit_scores
 
 InputMaker = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -29,7 +29,7 @@ def input_gradients(batch: BatchInput) -> tuple[torch.Tensor, Rows, torch.Tensor
         out = batch.model.forward(x)
     rows = Rows.from_targets(resolve_targets(batch.targets, out.detach()), batch.model.device)
     gradients = torch.zeros(len(rows), *x.shape[1:], device=x.device)
-    backward_by_rank(rows, list(range(x.shape[0])), x, out, gradients)
+    backward_by_rank(rows, list(range(x.shape[0])), x, logit_scores(out), gradients)
     return out.detach(), rows, gradients
 
 

@@ -16,7 +16,7 @@ miss does) and the logits are upcast after the forward.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -112,6 +112,16 @@ def layer_forward(batch: BatchInput) -> tuple[torch.Tensor, torch.Tensor]:
     return activation, logits
 
 
+Scores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``scores(positions, targets)``: the target logit of each (pass row, class) pair, ``(M,)``,
+differentiable back to the pass's leaf."""
+
+
+def logit_scores(logits: torch.Tensor) -> Scores:
+    """Scores read from full logits ``(N, C)`` of a pass."""
+    return lambda positions, targets: logits[positions, targets]
+
+
 @dataclass
 class LayerGradients:
     """Activations, logits, the resolved target rows and ``dy_c/dA`` for each row."""
@@ -122,63 +132,96 @@ class LayerGradients:
     gradients: torch.Tensor
 
 
+@dataclass
+class _Pass:
+    """The rows of one pass (misses or hits), their leaf at the layer, logits and scores."""
+
+    index: list[int]
+    leaf: torch.Tensor
+    logits: torch.Tensor
+    scores: Scores
+
+
 def layer_gradients(batch: BatchInput) -> LayerGradients:
     """One forward per sample (or a head pass for cached ones), one backward per target rank.
 
     Backward passes run from the logits to the layer only. Sample ``i`` with
     ``T_i`` targets needs ``T_i`` backward passes through the head, all sharing
     the single forward; samples are independent, so one backward serves a whole
-    rank of the batch.
+    rank of the batch. A cached sample reuses its cached logits, and a head that
+    ends in a linear classifier computes only the target logits (``LinearHead``).
     """
     assert batch.layer is not None
     model = batch.model
     misses, hits = _partition(batch)
-    passes: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
+    passes: list[_Pass] = []
     with torch.enable_grad():
         if misses:
             with layer_hook(model.submodule(batch.layer), make_leaf=True) as captured:
                 out = model.forward(batch.x[misses])
-            passes.append((misses, captured[0], out))
+            passes.append(_Pass(misses, captured[0], out.detach(), logit_scores(out)))
         if hits:
-            leaf = _cached(batch, hits)[0].clone().requires_grad_(True)
-            passes.append((hits, leaf, _run_head(batch, hits, leaf)))
+            activation, logits = _cached(batch, hits)  # a fresh stack: free to become the leaf
+            leaf = activation.requires_grad_(True)
+            passes.append(_Pass(hits, leaf, logits, _head_scores(batch, hits, leaf)))
     activation, logits = _assemble(
-        [(idx, leaf.detach(), out.detach()) for idx, leaf, out in passes], len(batch.cached)
+        [(p.index, p.leaf.detach(), p.logits) for p in passes], len(batch.cached)
     )
     _require_spatial(activation, batch.layer)
     rows = Rows.from_targets(resolve_targets(batch.targets, logits), model.device)
     gradients = torch.zeros(len(rows), *activation.shape[1:], device=model.device)
-    for idx, leaf, out in passes:
-        backward_by_rank(rows, idx, leaf, out, gradients)
+    for p in passes:
+        backward_by_rank(rows, p.index, p.leaf, p.scores, gradients)
     return LayerGradients(activation, logits, rows, gradients)
 
 
-def _run_head(batch: BatchInput, hits: list[int], leaf: torch.Tensor) -> torch.Tensor:
+def _head_scores(batch: BatchInput, hits: list[int], leaf: torch.Tensor) -> Scores:
+    """Target logits of cached rows, from ``leaf``: only the target rows of a linear
+    classifier, else the whole head, else a full forward that substitutes ``leaf``."""
     assert batch.layer is not None
-    head = batch.model.head(batch.layer)
-    if head is not None:
-        out: torch.Tensor = head(leaf.clone())
-        return out.float()
-    with layer_hook(batch.model.submodule(batch.layer), substitute=leaf):
-        full: torch.Tensor = batch.model.module(batch.x[hits])
-        return full.float()
+    linear = batch.model.linear_head(batch.layer)
+    with torch.enable_grad():
+        if linear is not None:
+            features: torch.Tensor = linear.features(leaf.clone())
+            return lambda positions, targets: linear.scores(features[positions].float(), targets)
+        head = batch.model.head(batch.layer)
+        if head is not None:
+            return logit_scores(head(leaf.clone()).float())
+        with layer_hook(batch.model.submodule(batch.layer), substitute=leaf):
+            full: torch.Tensor = batch.model.module(batch.x[hits])
+        return logit_scores(full.float())
 
 
 def backward_by_rank(
-    rows: Rows, idx: list[int], leaf: torch.Tensor, out: torch.Tensor, gradients: torch.Tensor
+    rows: Rows, idx: list[int], leaf: torch.Tensor, scores: Scores, gradients: torch.Tensor
 ) -> None:
-    local = torch.full((len(rows.counts),), -1, dtype=torch.long, device=out.device)
-    local[idx] = torch.arange(len(idx), device=out.device)
-    in_pass = local[rows.sample] >= 0
-    ranks = rows.rank[in_pass]
-    last = int(ranks.max()) if ranks.numel() else -1
+    """``gradients[m] = dy_{c_m}/d leaf`` for the rows of one pass (samples ``idx``), one
+    backward per target rank (one rank's rows all belong to different samples).
+
+    The bookkeeping is a handful of Python integers, so it stays in Python lists: on a
+    cached row the whole backward is a few small operations and every tensor op counts.
+    """
+    position_of = {sample: position for position, sample in enumerate(idx)}
+    by_rank: dict[int, tuple[list[int], list[int], list[int]]] = {}
+    for m, (sample, target, rank) in enumerate(
+        zip(rows.sample.tolist(), rows.target.tolist(), rows.rank.tolist(), strict=True)
+    ):
+        if sample in position_of:
+            selected, positions, targets = by_rank.setdefault(rank, ([], [], []))
+            selected.append(m)
+            positions.append(position_of[sample])
+            targets.append(target)
+    device = leaf.device
+    last = max(by_rank, default=-1)
     for r in range(last + 1):
-        selected = torch.nonzero(in_pass & (rows.rank == r)).flatten()
-        positions = local[rows.sample[selected]]
-        grad_out = torch.zeros_like(out)
-        grad_out[positions, rows.target[selected]] = 1.0
-        (grad,) = torch.autograd.grad(out, leaf, grad_out, retain_graph=r < last)
-        gradients[selected] = grad[positions]
+        selected, positions, targets = by_rank[r]
+        at = torch.tensor(positions, device=device)
+        score = scores(at, torch.tensor(targets, device=device)).sum()
+        (grad,) = torch.autograd.grad(score, leaf, retain_graph=r < last)
+        if grad.shape == gradients.shape and selected == positions == list(range(len(grad))):
+            gradients.copy_(grad)  # the pass is the whole batch, in order
+        else:
+            gradients[torch.tensor(selected, device=device)] = grad[at]
 
 
 def _assemble(

@@ -20,7 +20,7 @@ from torch import fx, nn
 from ..errors import InvalidArgument, choices
 from .forward_only import ForwardOnlyClassifier
 from .inspection import ModelStructure, inspect_model
-from .split import build_head, head_matches
+from .split import LinearHead, build_head, head_matches, linear_head_matches, split_linear
 
 Head = Callable[[torch.Tensor], torch.Tensor]
 
@@ -83,6 +83,7 @@ class ExplainableModel:
         if self.layer_outputs:
             self.default_layer = self.resolve_layer(default_layer or self.structure.default_layer)
         self._heads: dict[str, fx.GraphModule | None] = {}
+        self._linear_heads: dict[str, LinearHead | None] = {}
         self._heads_lock = threading.Lock()
         if self.layer_outputs:
             self.head(self.default_layer)  # split once at load, while nothing else runs
@@ -160,13 +161,18 @@ class ExplainableModel:
             if self.graph is not None:
                 return self.graph.head(layer)  # built and kept by the graph itself
             if layer not in self._heads:
-                self._heads[layer] = self._build_verified_head(layer)
+                self._heads[layer], self._linear_heads[layer] = self._build_verified_head(layer)
             return self._heads[layer]
 
-    def _build_verified_head(self, layer: str) -> fx.GraphModule | None:
+    def linear_head(self, layer: str) -> LinearHead | None:
+        """The head after ``layer`` split before its final ``nn.Linear`` (verified), or None."""
+        self.head(layer)
+        return self._linear_heads.get(layer)
+
+    def _build_verified_head(self, layer: str) -> tuple[fx.GraphModule | None, LinearHead | None]:
         head = build_head(self.module, layer)
         if head is None:
-            return None
+            return None, None
         captured: list[torch.Tensor] = []
         handle = self.submodule(layer).register_forward_hook(
             lambda _m, _i, out: captured.append(out.clone())
@@ -179,8 +185,11 @@ class ExplainableModel:
         finally:
             handle.remove()
         if len(captured) != 1 or not head_matches(head, self.module, captured[0], logits):
-            return None
-        return head
+            return None, None
+        linear = split_linear(head)
+        if linear is not None and not linear_head_matches(linear, head, captured[0]):
+            linear = None
+        return head, linear
 
 
 def _module_device(module: nn.Module) -> torch.device:

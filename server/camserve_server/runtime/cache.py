@@ -86,9 +86,12 @@ class TieredCache:
         self.memory = memory
         self.redis = redis
 
-    def get(self, key: CacheKey | str) -> CacheLookup:
-        """The cached value and its tier ("memory" or "redis"), or ``(None, None)``."""
-        value = self.memory.get(key)
+    def get(self, key: CacheKey | str, *, memory: bool = True) -> CacheLookup:
+        """The cached value and its tier ("memory" or "redis"), or ``(None, None)``.
+
+        ``memory=False`` skips the memory tier, for a caller that has just missed there.
+        """
+        value = self.memory.get(key) if memory else None
         if value is not None:
             return CacheLookup(value, "memory")
         if self.redis is None:

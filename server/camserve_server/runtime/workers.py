@@ -28,6 +28,7 @@ from ..methods.chunking import between_chunks
 from ..models import ExplainableModel
 from .batcher import Batcher, GroupKey, WorkItem
 from .device_slot import DeviceSlot, Priority
+from .intra_op import HEAD_ONLY_THREADS, intra_op_threads
 from .metrics import Metrics
 from .precision import mixed_precision
 
@@ -226,8 +227,9 @@ class DeviceWorker:
         group = items[0].group
         model = self.models[group.model]
         started = time.perf_counter()
-        x = torch.stack([item.x for item in items]).to(model.device, non_blocking=True)
-        with mixed_precision(model.device, self.autocast):
+        x = _batch_input(items).to(model.device, non_blocking=True)
+        threads = HEAD_ONLY_THREADS if _head_only(items, model) else torch.get_num_threads()
+        with mixed_precision(model.device, self.autocast), intra_op_threads(threads):
             result = explain(
                 model,
                 group.method,
@@ -284,3 +286,24 @@ class DeviceWorker:
                 self.cache_writer(
                     item.cache_key, result.activations[i].detach().cpu(), result.logits[i].cpu()
                 )
+
+
+def _head_only(items: list[WorkItem], model: ExplainableModel) -> bool:
+    """Whether a CPU batch is all cache hits of a light method that reads no pixels on a
+    hit: its work is the head after the layer, too small for the intra-op team."""
+    method = get_method(items[0].group.method)
+    return (
+        model.device.type == "cpu"
+        and not method.heavy
+        and not method.pixels_on_cache_hit
+        and all(item.cached is not None for item in items)
+    )
+
+
+def _batch_input(items: list[WorkItem]) -> torch.Tensor:
+    """The batch's inputs ``(N, 3, H, W)``. Cache hits that read no pixels all carry the
+    service's one shared placeholder: it is expanded, not copied."""
+    first = items[0].x
+    if all(item.cached is not None and item.x is first for item in items):
+        return first.unsqueeze(0).expand(len(items), *first.shape)
+    return torch.stack([item.x for item in items])

@@ -1,0 +1,122 @@
+"""Cache-hit batches run only the head: on the calling thread, from one shared placeholder."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+import torch
+import torchvision
+
+from camserve_server.methods import CachedLayer, TargetRequest, explain
+from camserve_server.models import ExplainableModel
+from camserve_server.runtime import workers
+from camserve_server.runtime.batcher import Batcher, GroupKey, WorkItem
+from camserve_server.runtime.intra_op import intra_op_threads
+from camserve_server.runtime.metrics import Metrics
+from camserve_server.runtime.workers import DeviceWorker, ItemResult
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model() -> ExplainableModel:
+    torch.manual_seed(0)
+    return ExplainableModel(
+        torchvision.models.resnet18(weights=None, num_classes=10), input_size=(SIZE, SIZE), name="m"
+    )
+
+
+def test_the_thread_count_is_set_for_the_block_and_restored() -> None:
+    seen: list[int] = []
+
+    def run() -> None:
+        before = torch.get_num_threads()
+        with intra_op_threads(1):
+            seen.append(torch.get_num_threads())
+            torch.ones(1 << 16).mul_(2)  # an op that may use the team
+        seen.append(torch.get_num_threads() - before)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert seen == [1, 0]
+
+
+def _items(
+    loop: asyncio.AbstractEventLoop,
+    method: str,
+    xs: list[torch.Tensor],
+    cached: list[CachedLayer | None],
+) -> list[WorkItem]:
+    group = GroupKey("m", method, "layer4", (), (3, SIZE, SIZE))
+    return [
+        WorkItem(group, x, TargetRequest(classes=(1,)), loop.create_future(), cached=c)
+        for x, c in zip(xs, cached, strict=True)
+    ]
+
+
+def _thread_counts(
+    model: ExplainableModel, monkeypatch: pytest.MonkeyPatch, items: list[WorkItem]
+) -> tuple[list[int], list[Any]]:
+    """The intra-op thread count ``explain`` ran with, and the worker's outcomes."""
+    counts: list[int] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        counts.append(torch.get_num_threads())
+        return explain(*args, **kwargs)
+
+    monkeypatch.setattr(workers, "explain", spy)
+    batcher = Batcher(max_batch_size=8, max_delay_s=0.0, queue_size=16)
+    worker = DeviceWorker(torch.device("cpu"), {"m": model}, batcher, Metrics())
+    return counts, worker.compute(items)
+
+
+def test_a_batch_of_cache_hits_runs_without_the_thread_team(
+    model: ExplainableModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = torch.randn(2, 3, SIZE, SIZE)
+    fresh = explain(model, "gradcam", x, targets=[1, 1], layer="layer4")
+    assert fresh.activations is not None and fresh.logits is not None
+    hits: list[CachedLayer | None] = [
+        CachedLayer(fresh.activations[i].clone(), fresh.logits[i].clone()) for i in range(2)
+    ]
+    placeholder = torch.zeros(3, SIZE, SIZE)
+    loop = asyncio.new_event_loop()
+    try:
+        team = torch.get_num_threads()
+        counts, outcomes = _thread_counts(
+            model, monkeypatch, _items(loop, "gradcam", [placeholder, placeholder], hits)
+        )
+        assert counts == [1]
+        assert torch.get_num_threads() == team
+        for outcome, sample in zip(outcomes, fresh.samples, strict=True):
+            assert isinstance(outcome, ItemResult) and outcome.heatmaps is not None
+            assert sample.heatmaps is not None
+            torch.testing.assert_close(outcome.heatmaps, sample.heatmaps, atol=1e-5, rtol=0)
+        counts, _ = _thread_counts(
+            model, monkeypatch, _items(loop, "gradcam", [x[0], placeholder], [None, hits[1]])
+        )
+        assert counts == [team], "a batch with a miss runs the backbone: it keeps the team"
+    finally:
+        loop.close()
+
+
+def test_cache_hits_sharing_the_placeholder_are_expanded_not_copied() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        placeholder = torch.zeros(3, SIZE, SIZE)
+        entry = CachedLayer(torch.zeros(4, 2, 2), torch.zeros(10))
+        shared = workers._batch_input(
+            _items(loop, "gradcam", [placeholder] * 3, [entry, entry, entry])
+        )
+        assert shared.shape == (3, 3, SIZE, SIZE)
+        assert shared.stride(0) == 0 and shared.data_ptr() == placeholder.data_ptr()
+        mixed = workers._batch_input(
+            _items(loop, "gradcam", [placeholder, torch.ones(3, SIZE, SIZE)], [entry, None])
+        )
+        assert mixed.stride(0) != 0 and mixed[1].eq(1).all()
+    finally:
+        loop.close()
