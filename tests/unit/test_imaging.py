@@ -393,7 +393,9 @@ def test_resize_is_bilinear_antialiased(size: tuple[int, int]) -> None:
     assert torch.allclose(x, reference, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", [(300, 400), (400, 300), (257, 257), (225, 999), (331, 229)])
+@pytest.mark.parametrize(
+    "size", [(300, 400), (400, 300), (257, 257), (225, 999), (331, 229), (256, 256), (256, 300)]
+)
 def test_resize_crop_matches_torchvision_evaluation(size: tuple[int, int]) -> None:
     rgb = noise(*size, seed=4)
     preprocess = Preprocess(input_size=(224, 224), resize_mode="resize_crop")

@@ -13,6 +13,7 @@ picture is scaled up until the crop fits instead of being padded with black.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -96,8 +97,8 @@ class Preprocess:
         """The length the shorter side is resized to before a centre crop."""
         return self.resize_size or round(min(self.input_size) / CROP_RATIO)
 
-    def digest(self) -> str:
-        """A short stable hash of what these settings compute, part of every cache key."""
+    @functools.cached_property
+    def _digest(self) -> str:
         crop = self.resize_mode == "resize_crop"
         settings = {
             "version": 1,
@@ -110,6 +111,10 @@ class Preprocess:
         }
         text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def digest(self) -> str:
+        """A short stable hash of what these settings compute, part of every cache key."""
+        return self._digest
 
     def resized_shape(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) a picture of this size is resized to, before any crop."""
@@ -147,19 +152,31 @@ class Preprocess:
         """The normalised float32 tensor ``(3, H, W)`` and where it sits in ``image``."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         width, height = rgb.size
-        pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8))
-        x = pixels.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
+        pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
         new_h, new_w = self.resized_shape(height, width)
-        if (new_h, new_w) != (height, width):
-            x = F.interpolate(
-                x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
-            )
         out_h, out_w = self.input_size
         top, left = self._crop_anchor(new_h, new_w)
-        x = x[:, :, top : top + out_h, left : left + out_w]
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
-        return ((x - mean) / std)[0].contiguous(), self.placement((height, width))
+        scale, shift = self._affine
+        if (new_h, new_w) == (height, width):  # no resize: crop the bytes, one fused affine
+            crop = pixels[:, top : top + out_h, left : left + out_w]
+            x = torch.empty(crop.shape, dtype=torch.float32).copy_(crop)
+            return x.mul_(scale).sub_(shift), self.placement((height, width))
+        resized = F.interpolate(
+            pixels.unsqueeze(0).to(torch.float32).div_(255.0),
+            size=(new_h, new_w),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )[0, :, top : top + out_h, left : left + out_w]
+        x = resized.mul(scale.mul(255.0)).sub_(shift)
+        return x.contiguous(), self.placement((height, width))
+
+    @functools.cached_property
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, shift)`` with ``(p / 255 - mean) / std = p * scale - shift`` per channel."""
+        mean = torch.tensor(self.mean, dtype=torch.float64).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float64).view(3, 1, 1)
+        return (1.0 / (255.0 * std)).float(), (mean / std).float()
 
 
 def place_heatmap(
@@ -184,7 +201,7 @@ def place_heatmap(
         return maps.new_zeros((count, out_h, out_w))
     if placement.crop is None or placement.box == (0.0, 0.0, float(height), float(width)):
         if (h, w) == (out_h, out_w):
-            return maps.clone()
+            return maps  # already a new tensor: clamp copied it
         resized = F.interpolate(
             maps[:, None], size=(out_h, out_w), mode="bilinear", align_corners=False
         )
@@ -258,9 +275,9 @@ def validate_tensor(array: npt.NDArray[Any]) -> torch.Tensor:
 def convert_heatmap(heatmap: torch.Tensor, dtype: str) -> npt.NDArray[Any]:
     """A heatmap in [0, 1] as a ``HeatmapDtype`` array: float32, float16, or uint8
     (``round(255 * h)``). NaN becomes 0; values are clamped to [0, 1] first."""
-    values = torch.nan_to_num(heatmap.detach().float(), nan=0.0).clamp(0.0, 1.0).cpu().numpy()
+    values = torch.nan_to_num(heatmap.detach().float(), nan=0.0).clamp_(0.0, 1.0).cpu().numpy()
     if dtype == "float32":
-        return values.astype(np.float32)
+        return values  # nan_to_num made a new float32 array: nothing to copy
     if dtype == "float16":
         return values.astype(np.float16)
     if dtype == "uint8":
