@@ -20,6 +20,8 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
         "gradcam_vs_pytorch_grad_cam": served / r["pytorch_grad_cam_rps"],
         "gradcam_vs_unbatched": served / r["gradcam_unbatched"]["throughput_rps"],
         "gradcam_served_bfloat16_vs_float32": r["gradcam_bfloat16"]["throughput_rps"] / served,
+        "frontend_noop_vs_gradcam_served": r["frontend"]["noop_rps"] / served,
+        "frontend_warm_vs_gradcam_served": r["frontend"]["warm_rps"] / served,
         "cache_warm_speedup": r["cache"]["jpeg"]["speedup"],
         "cache_warm_speedup_tensor": r["cache"]["tensor"]["speedup"],
         "cache_warm_speedup_second_target": r["cache"]["jpeg"]["speedup_target"],
@@ -87,6 +89,15 @@ def table(r: dict[str, Any]) -> str:
             )
         )
     rows += [_overhead_row(kind, r["overhead"][kind]) for kind in ("jpeg", "tensor")]
+    f = r["frontend"]
+    callers = f"{f['clients']:.0f} client processes x {f['concurrency']:.0f} callers"
+    rows += [
+        (f"front end: no-op ListMethods ({callers})", f"{f['noop_rps']:.0f} req/s"),
+        (
+            f"front end: Grad-CAM on cached images ({callers})",
+            f"{f['warm_rps']:.0f} req/s, cache hits {f['warm_cache_hit_rate']:.0%}",
+        ),
+    ]
     served = "served on the ONNX model" if ort["occlusion_served_on_onnx"] else "harness loop"
     rows += [
         (

@@ -33,6 +33,7 @@ from camserve_server.methods.chunking import rows_per_pass
 from camserve_server.models.imaging import Preprocess, decode_image
 
 from . import baselines, onnx_runtime, precision
+from .frontend import frontend_rates
 from .inputs import INPUT_KINDS, FreshInputs, InputKind, image_inputs, jpeg_images
 from .latency import cache_pairs, overhead
 from .loadgen import build_request, run_load
@@ -259,6 +260,12 @@ def _batched_section(work: Workload, folder: Path, results: dict[str, Any]) -> l
             kind: overhead(server.address, MODEL, work.inputs(f"overhead_{kind}", kind))
             for kind in INPUT_KINDS
         }
+        results["frontend"] = frontend_rates(
+            server.address,
+            MODEL,
+            work.inputs("cache_jpeg", "jpeg"),
+            duration_s=1.0 if args.quick else 5.0,
+        )
         seconds, maps = _served(server.address, "occlusion", work.part("perturb"), occlusion)
         results["occlusion"] = {"camserve_s_per_image": seconds}
         seconds, _ = _served(server.address, "integrated_gradients", work.part("perturb"), {})

@@ -13,11 +13,12 @@ from prometheus_client import start_http_server
 from .app import build_server, shutdown
 from .config import Settings, parse_args
 from .errors import CamserveError
+from .processes import Supervisor
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Start the server and the metrics endpoint; drain gracefully on SIGTERM or SIGINT."""
-    server, port, runtime = await build_server(settings)
+    server, port, runtime = await build_server(settings, reuse_port=reuse_port)
     if settings.metrics_port >= 0:
         metrics_server, _ = start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=runtime.metrics.registry
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        if settings.processes != 1:
+            return Supervisor(settings).run()
         asyncio.run(serve(settings))
     except CamserveError as exc:
         print(f"camserve-server: {exc}", file=sys.stderr)

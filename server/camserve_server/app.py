@@ -168,8 +168,9 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def channel_options(settings: Settings) -> list[tuple[str, int]]:
-    """Message caps and connection lifetime shared by every listener."""
+def channel_options(settings: Settings, *, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """Message caps and connection lifetime shared by every listener; ``reuse_port`` lets
+    several server processes bind one port (``processes.py``)."""
     age_ms = int(settings.max_connection_age_s * 1000)
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -178,18 +179,25 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
 
 
-async def build_server(settings: Settings) -> tuple[aio.Server, int, Runtime]:
-    """Build and start the server; returns it, its bound port and the runtime behind it."""
+async def build_server(
+    settings: Settings, *, reuse_port: bool = False
+) -> tuple[aio.Server, int, Runtime]:
+    """Build and start the server; returns it, its bound port and the runtime behind it.
+
+    ``reuse_port``: bind with ``SO_REUSEPORT``, beside the other processes of a supervisor.
+    """
     runtime = build_runtime(settings)
     interceptors: list[aio.ServerInterceptor] = []
     if settings.auth_enabled:
         interceptors.append(AuthInterceptor(settings.auth_tokens))
     interceptors.append(ErrorInterceptor(runtime.metrics))
-    server = aio.server(interceptors=interceptors, options=channel_options(settings))
+    server = aio.server(
+        interceptors=interceptors, options=channel_options(settings, reuse_port=reuse_port)
+    )
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(
         ExplainServicer(runtime.service, runtime.metrics), server
     )

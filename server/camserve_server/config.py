@@ -72,6 +72,7 @@ class Settings:
     max_message_bytes: int = 32 * MIB
     max_image_pixels: int = 40_000_000
     decode_threads: int = 4
+    processes: int = 1
     max_jobs: int = 4
     max_job_steps: int = 2000
     job_cache_bytes: int = 64 * MIB
@@ -120,6 +121,8 @@ _HELP = {
     "max_message_bytes": "largest request or reply message",
     "max_image_pixels": "largest decoded image (width x height); larger is refused before decoding",
     "decode_threads": "threads that decode and preprocess images off the event loop",
+    "processes": "server processes sharing the gRPC port (SO_REUSEPORT), each with its own "
+    "models; more than 1 needs --redis-url",
     "max_jobs": "optimisation jobs running at once; beyond, RESOURCE_EXHAUSTED",
     "max_job_steps": "most optimisation steps one job may run",
     "job_cache_bytes": "bytes of finished job results kept in memory",

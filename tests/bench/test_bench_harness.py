@@ -32,6 +32,8 @@ def test_bench_quick_run_with_tensors_for_a_duration_reports_every_section() -> 
         "cache_warm_speedup",
         "cache_warm_speedup_tensor",
         "cache_warm_speedup_second_target",
+        "frontend_noop_vs_gradcam_served",
+        "frontend_warm_vs_gradcam_served",
         "cache_warm_speedup_second_target_tensor",
         "occlusion_vs_captum",
         "occlusion_onnxruntime_vs_captum",
@@ -49,6 +51,9 @@ def test_bench_quick_run_with_tensors_for_a_duration_reports_every_section() -> 
         results["gradcam_bfloat16"]["errors"] == 0 and results["gradcam_bfloat16"]["requests"] > 0
     )
     assert set(results["overhead"]) == set(results["cache"]) == {"jpeg", "tensor"}
+    frontend = results["frontend"]
+    assert frontend["noop_errors"] == frontend["warm_errors"] == 0
+    assert frontend["warm_cache_hit_rate"] == 1.0
     assert results["onnxruntime"]["occlusion_max_abs_diff_vs_camserve"] < 1e-3
     assert results["precision"]["float32"]["engine_max_abs_diff"] < 1e-5
     budgets = {(row["method"], row["budget_mb"]) for row in results["memory"]}

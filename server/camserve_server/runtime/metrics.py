@@ -52,8 +52,19 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge(QUEUE_DEPTH, "Requests waiting for a device worker.", registry=r)
-        self.inflight = Gauge(INFLIGHT, "Requests being handled (queued or computing).", registry=r)
+        # Gauges are summed over live processes when several serve one port (processes.py).
+        self.queue_depth = Gauge(
+            QUEUE_DEPTH,
+            "Requests waiting for a device worker.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.inflight = Gauge(
+            INFLIGHT,
+            "Requests being handled (queued or computing).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.cache_hits = Counter(
             "camserve_cache_hits_total", "Activation cache hits.", ["tier"], registry=r
         )
@@ -71,6 +82,7 @@ class Metrics:
             "Device memory allocated by tensors.",
             ["device"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.batch_failures = Counter(
             "camserve_batch_failures_total",
@@ -100,7 +112,10 @@ class Metrics:
             registry=r,
         )
         self.jobs_running = Gauge(
-            "camserve_jobs_running", "Optimisation jobs admitted and not yet ended.", registry=r
+            "camserve_jobs_running",
+            "Optimisation jobs admitted and not yet ended.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.job_step = Histogram(
             "camserve_job_step_seconds",

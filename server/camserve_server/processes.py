@@ -1,0 +1,168 @@
+"""Several server processes on one gRPC port, for devices one Python process cannot feed.
+
+One Python process tops out at a few thousand small RPCs a second, below what a
+GPU can explain. With ``--processes N`` a supervisor reserves the port with
+``SO_REUSEPORT`` and starts N server processes that bind it too, as gRPC's
+multiprocessing example does; the kernel spreads new connections across them.
+Each process loads its own models and device workers (N copies in device
+memory) and batches its own callers. They share the activation cache and image
+sets only through Redis, so ``redis_url`` is required. Metrics of every process
+are summed on the supervisor's one endpoint (Prometheus multiprocess mode).
+SIGTERM drains every process; if one dies, the supervisor stops the rest and
+exits non-zero so that the orchestrator restarts the whole pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from .config import Settings
+from .errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+POLL_S = 0.2
+
+
+def check_processes(settings: Settings) -> None:
+    """Refuse a process count the server cannot honour, before anything starts."""
+    if settings.processes < 1:
+        raise InvalidArgument(f"processes must be at least 1, got {settings.processes}")
+    if settings.processes > 1 and not settings.redis_url:
+        raise InvalidArgument(
+            "several processes share the activation cache and image sets only through Redis: "
+            "give --redis-url, or run one process"
+        )
+    if settings.processes > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        raise InvalidArgument("several processes on one port need SO_REUSEPORT (Linux, BSD)")
+
+
+@contextlib.contextmanager
+def reserved_port(host: str, port: int) -> Iterator[int]:
+    """Hold ``host:port`` (0: a free port) with ``SO_REUSEPORT`` while the servers bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InvalidArgument(f"cannot bind {host}:{port}: {exc.strerror}") from None
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def _serve_one(settings: Settings) -> None:
+    """A child process: one whole server on the shared port; its metrics go to the files."""
+    import asyncio
+
+    from .__main__ import serve
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s",
+    )
+    asyncio.run(serve(settings, reuse_port=True))
+
+
+class Supervisor:
+    """Starts the server processes, forwards SIGTERM/SIGINT, and notices a death."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.children: list[BaseProcess] = []
+        self.stopping = False
+
+    def run(self) -> int:
+        """Serve until signalled (0) or until a process dies (1)."""
+        check_processes(self.settings)
+        own_dir = METRICS_DIR_ENV not in os.environ
+        metrics_dir = os.environ.setdefault(
+            METRICS_DIR_ENV, tempfile.mkdtemp(prefix="camserve-metrics-")
+        )
+        try:
+            with reserved_port(self.settings.host, self.settings.port) as port:
+                return self._serve(port, metrics_dir)
+        finally:
+            if own_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+                del os.environ[METRICS_DIR_ENV]
+
+    def _serve(self, port: int, metrics_dir: str) -> int:
+        child = replace(self.settings, port=port, processes=1, metrics_port=-1)
+        context = multiprocessing.get_context("spawn")  # never fork a process that ran gRPC
+        for index in range(self.settings.processes):
+            process = context.Process(
+                target=_serve_one, args=(child,), name=f"camserve-{index}", daemon=False
+            )
+            process.start()
+            self.children.append(process)
+        self._start_metrics(metrics_dir)
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        print(
+            f"camserve supervising {len(self.children)} processes on {self.settings.host}:{port}",
+            flush=True,
+        )
+        try:
+            return self._watch(metrics_dir)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _start_metrics(self, metrics_dir: str) -> None:
+        if self.settings.metrics_port < 0:
+            return
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+        server, _ = start_http_server(
+            self.settings.metrics_port, addr=self.settings.metrics_host, registry=registry
+        )
+        log.info(
+            "metrics of every process on %s:%d", self.settings.metrics_host, server.server_port
+        )
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        for process in self.children:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    def _watch(self, metrics_dir: str) -> int:
+        from prometheus_client import multiprocess
+
+        code = 0
+        while any(process.is_alive() for process in self.children):
+            for process in self.children:
+                if process.exitcode is not None and not self.stopping:
+                    log.error(
+                        "%s exited with %s: stopping the others", process.name, process.exitcode
+                    )
+                    code = 1
+                    self._on_signal(signal.SIGTERM, None)
+            time.sleep(POLL_S)
+        for process in self.children:
+            process.join()
+            if process.pid is not None:
+                multiprocess.mark_process_dead(process.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            if process.exitcode not in (0, None) and not self.stopping:
+                code = 1
+        return code
