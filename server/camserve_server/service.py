@@ -309,17 +309,27 @@ class ExplainService:
     def _prepare_hit(
         self, loaded: LoadedModel, method: Method, layer: str, source: ImageSource
     ) -> _Prepared | None:
-        """For a cache hit that needs no pixels, read only the image header: no decode."""
-        if source.encoded is None or method.pixels_on_cache_hit:
+        """For a cache hit that needs no pixels: a placeholder input, no decode.
+
+        An encoded image's header gives its size. A tensor is not validated again: its
+        key hashes its dtype, shape and bytes, so a hit means that this very tensor
+        passed validation when its activation was computed.
+        """
+        if method.pixels_on_cache_hit:
             return None
         if method.runs_head_on_cache_hit and not loaded.primary.known_head(layer):
             return None  # no head (yet): the fallback substitutes the activation in a full forward
         started = time.perf_counter()
-        size = image_size(source.encoded, max_pixels=self.settings.max_image_pixels)
-        x = _placeholder(loaded.primary.input_size)  # never read: the activation is cached
-        return _Prepared(
-            x=x, placement=loaded.preprocess.placement(size), decode_s=time.perf_counter() - started
-        )
+        if source.encoded is not None:
+            size = image_size(source.encoded, max_pixels=self.settings.max_image_pixels)
+            x = _placeholder(loaded.primary.input_size)  # never read: the activation is cached
+            placement: Placement | None = loaded.preprocess.placement(size)
+        elif source.tensor is not None:
+            height, width = source.tensor.shape[-2:]
+            x, placement = _placeholder((int(height), int(width))), None
+        else:
+            return None
+        return _Prepared(x=x, placement=placement, decode_s=time.perf_counter() - started)
 
     def _shape_answer(
         self, loaded: LoadedModel, query: ExplainQuery, prepared: _Prepared, result: ItemResult

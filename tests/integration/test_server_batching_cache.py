@@ -68,14 +68,19 @@ def test_cache_hit_skips_the_backbone(server: ServerThread, model: str, first_la
         stem._forward_hooks.clear()
 
 
-def test_cached_answer_equals_the_uncached_one(server: ServerThread) -> None:
+@pytest.mark.parametrize("kind", ["encoded", "tensor"])
+def test_cached_answer_equals_the_uncached_one(server: ServerThread, kind: str) -> None:
+    """Also for a tensor, whose hit is served from a placeholder without re-validation."""
     client = stub(server.address)
-    image = random_image(77, (64, 64))
+    image = random_image(77, (64, 64)) if kind == "encoded" else tensor_input(77, size=48)
     cold = client.Explain(request("r18", "gradcam", image, classes=(4,)))
-    warm = client.Explain(request("r18", "gradcam", image, classes=(4,)))
-    assert not cold.cache_hit and warm.cache_hit
-    assert cold.heatmaps[0].map.data == warm.heatmaps[0].map.data
-    assert [c.index for c in cold.top_classes] == [c.index for c in warm.top_classes]
+    warm = client.Explain(request("r18", "gradcam++", image, classes=(4,)))
+    again = client.Explain(request("r18", "gradcam", image, classes=(4,)))
+    assert not cold.cache_hit and warm.cache_hit and again.cache_hit
+    assert cold.heatmaps[0].map.data == again.heatmaps[0].map.data
+    assert cold.heatmaps[0].map.shape == warm.heatmaps[0].map.shape
+    assert (cold.image_height, cold.image_width) == (again.image_height, again.image_width)
+    assert [c.index for c in cold.top_classes] == [c.index for c in again.top_classes]
 
 
 def test_cache_metrics_count_hits_and_misses(server: ServerThread) -> None:

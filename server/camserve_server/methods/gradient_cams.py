@@ -30,11 +30,10 @@ class GradCamPlusPlus(CamMethod):
     reference = "Chattopadhay et al. 2018; pytorch-grad-cam GradCAMPlusPlus"
 
     def channel_weights(self, activation: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-        g2 = gradients.pow(2)
-        g3 = g2 * gradients
+        # 2 g^2 + S g^3 = g^2 (2 + S g); where g = 0, alpha = 0 / 1e-6 = 0 exactly.
+        g2 = gradients.square()
         sum_activation = activation.sum(dim=(2, 3), keepdim=True)
-        alpha = g2 / (2 * g2 + sum_activation * g3 + 1e-6)
-        alpha = torch.where(gradients != 0, alpha, torch.zeros_like(alpha))
+        alpha = g2 / (g2 * (sum_activation * gradients + 2) + 1e-6)
         return (torch.relu(gradients) * alpha).sum(dim=(2, 3))
 
 
