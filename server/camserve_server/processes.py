@@ -9,12 +9,14 @@ memory) and batches its own callers. They share the activation cache and image
 sets only through Redis, so ``redis_url`` is required. Metrics of every process
 are summed on the supervisor's one endpoint (Prometheus multiprocess mode).
 SIGTERM drains every process; if one dies, the supervisor stops the rest and
-exits non-zero so that the orchestrator restarts the whole pod.
+exits non-zero so that the orchestrator restarts the whole pod; if the
+supervisor itself is killed, Linux sends each process SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -26,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 from .config import Settings
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 POLL_S = 0.2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def check_processes(settings: Settings) -> None:
@@ -66,17 +70,30 @@ def reserved_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def _serve_one(settings: Settings) -> None:
+def _serve_one(settings: Settings, supervisor: int) -> None:
     """A child process: one whole server on the shared port; its metrics go to the files."""
     import asyncio
 
     from .__main__ import serve
 
+    _stop_with_parent(supervisor)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s",
     )
     asyncio.run(serve(settings, reuse_port=True))
+
+
+def _stop_with_parent(supervisor: int) -> None:
+    """Ask Linux for SIGTERM when the supervisor dies, even by SIGKILL: no orphan keeps
+    serving the port. Elsewhere this is skipped."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Supervisor:
@@ -91,9 +108,11 @@ class Supervisor:
         """Serve until signalled (0) or until a process dies (1)."""
         check_processes(self.settings)
         own_dir = METRICS_DIR_ENV not in os.environ
-        metrics_dir = os.environ.setdefault(
-            METRICS_DIR_ENV, tempfile.mkdtemp(prefix="camserve-metrics-")
-        )
+        if own_dir:
+            os.environ[METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="camserve-metrics-")
+        metrics_dir = os.environ[METRICS_DIR_ENV]
+        for stale in Path(metrics_dir).glob("*.db"):  # a previous run's values
+            stale.unlink()
         try:
             with reserved_port(self.settings.host, self.settings.port) as port:
                 return self._serve(port, metrics_dir)
@@ -105,21 +124,23 @@ class Supervisor:
     def _serve(self, port: int, metrics_dir: str) -> int:
         child = replace(self.settings, port=port, processes=1, metrics_port=-1)
         context = multiprocessing.get_context("spawn")  # never fork a process that ran gRPC
-        for index in range(self.settings.processes):
-            process = context.Process(
-                target=_serve_one, args=(child,), name=f"camserve-{index}", daemon=False
-            )
-            process.start()
-            self.children.append(process)
-        self._start_metrics(metrics_dir)
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
-        print(
-            f"camserve supervising {len(self.children)} processes on {self.settings.host}:{port}",
-            flush=True,
-        )
         try:
+            for index in range(self.settings.processes):
+                if self.stopping:
+                    break
+                process = context.Process(
+                    target=_serve_one, args=(child, os.getpid()), name=f"camserve-{index}"
+                )
+                process.start()
+                self.children.append(process)
+            self._start_metrics(metrics_dir)
+            host = self.settings.host
+            print(
+                f"camserve supervising {len(self.children)} processes on {host}:{port}", flush=True
+            )
             return self._watch(metrics_dir)
         finally:
             for sig, handler in previous.items():

@@ -160,6 +160,21 @@ def test_when_one_process_dies_the_supervisor_stops_the_rest_and_fails(
         assert not Path(f"/proc/{second}").exists() or _is_zombie(second)
 
 
+@pytest.mark.slow
+def test_when_the_supervisor_is_killed_its_processes_stop_too(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """No orphan keeps serving the port: Linux sends each process SIGTERM."""
+    with supervised(redis_url, tmp_path) as server:
+        children = server.children()
+        server.process.kill()
+        server.process.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while not all(_is_zombie(pid) for pid in children):
+            assert time.monotonic() < deadline, "a server process outlived its supervisor"
+            time.sleep(0.2)
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
