@@ -17,9 +17,9 @@ from demo_jobs import NORMALISATION, demo, job_request, start_job
 from camserve_server.demo import preprocess
 from camserve_server.demo.data import make_dataset
 from camserve_server.jobs import Job, JobOutcome, JobRequest, StepEvent
-from camserve_server.jobs.capture import forward_capture
 from camserve_server.jobs.regularisers import gram_matrix
 from camserve_server.jobs.running import run_job
+from camserve_server.models.capture import forward_capture
 
 
 @functools.cache

@@ -19,13 +19,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
+from ..models.capture import INPUT_SUFFIX, forward_capture
 from .records import MemberRecord
 
-INPUT_SUFFIX = ":input"
+__all__ = ["INPUT_SUFFIX", "IndexedImage", "channel_maxima", "index_batch", "penultimate_layer"]
 
 
 class IndexedImage(NamedTuple):
@@ -87,24 +87,19 @@ def index_batch(
 ) -> list[IndexedImage]:
     """One forward pass over ``x`` ``(N, 3, H, W)`` with hooks; one ``IndexedImage`` per image."""
     layers = list(dict.fromkeys(model.resolve_layer(layer) for layer in layers))
-    captured: dict[str, torch.Tensor] = {}
-    handles = [_capture_output(model.submodule(layer), layer, captured) for layer in layers]
-    embed_key = _hook_embedding(model, embedding_layer, captured, handles)
-    try:
-        with torch.inference_mode():
-            logits = model.module(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.inference_mode():
+        captured = forward_capture(model, x, [*layers, embedding_layer])
+    logits = captured.logits
+    assert logits is not None
     if logits.dim() != 2:
         raise InvalidArgument(f"model {model.name!r} returned {tuple(logits.shape)}, not (N, C)")
     probabilities = torch.softmax(logits.float(), dim=1)
     confidence, predicted = probabilities.max(dim=1)
-    embeddings = captured[embed_key].flatten(1).float().cpu().numpy()
+    embeddings = captured.layers[embedding_layer].flatten(1).float().cpu().numpy()
     maxima: dict[str, np.ndarray] = {}
     positions: dict[str, np.ndarray] = {}
     for layer in layers:
-        values, where = channel_maxima(captured[layer])
+        values, where = channel_maxima(captured.layers[layer])
         maxima[layer] = values.cpu().numpy()
         positions[layer] = where.cpu().numpy()
     return [
@@ -117,36 +112,3 @@ def index_batch(
         )
         for i in range(x.shape[0])
     ]
-
-
-def _capture_output(
-    module: nn.Module, key: str, captured: dict[str, torch.Tensor]
-) -> torch.utils.hooks.RemovableHandle:
-    def hook(_m: nn.Module, _args: tuple[object, ...], out: object) -> None:
-        if not isinstance(out, torch.Tensor):
-            raise InvalidArgument(f"layer {key!r} does not return a tensor")
-        captured[key] = out.detach()
-
-    return module.register_forward_hook(hook)
-
-
-def _hook_embedding(
-    model: ExplainableModel,
-    embedding_layer: str,
-    captured: dict[str, torch.Tensor],
-    handles: list[torch.utils.hooks.RemovableHandle],
-) -> str:
-    """Hook the embedding layer (its output, or with ``:input`` its input); the capture key."""
-    key = f"embedding/{embedding_layer}"
-    if embedding_layer.endswith(INPUT_SUFFIX):
-        module = model.submodule(embedding_layer.removesuffix(INPUT_SUFFIX))
-
-        def pre_hook(_m: nn.Module, args: tuple[object, ...]) -> None:
-            if not args or not isinstance(args[0], torch.Tensor):
-                raise InvalidArgument(f"the input of {embedding_layer!r} is not a tensor")
-            captured[key] = args[0].detach()
-
-        handles.append(module.register_forward_pre_hook(pre_hook))
-    else:
-        handles.append(_capture_output(model.submodule(embedding_layer), key, captured))
-    return key

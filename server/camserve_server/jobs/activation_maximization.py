@@ -16,8 +16,8 @@ import torch
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
+from ..models.capture import forward_capture
 from .base import Job, JobMethod, JobRequest, OptionSpec
-from .capture import forward_capture, layer_channels, spatial_layer
 from .common import (
     NOISE_OPTION,
     PRIOR_OPTIONS,
@@ -28,6 +28,7 @@ from .common import (
     output_size,
     steps_option,
 )
+from .layer_choice import layer_channels, spatial_layer
 from .optimisation import ImageOptimisation
 from .parameterisation import (
     FourierImage,

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from ..models import ExplainableModel
+from ..models.capture import forward_capture
 from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, OptionSpec, StepEvent
-from .capture import forward_capture, spatial_layer
 from .common import batch, image_outcome, lr_option, normalisation_of, steps_option
+from .layer_choice import spatial_layer
 from .parameterisation import device_generator
 
 

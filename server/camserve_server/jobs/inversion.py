@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 
 from ..models import ExplainableModel
+from ..models.capture import forward_capture
 from .base import Job, JobMethod, JobRequest, OptionSpec
-from .capture import forward_capture, spatial_layer
 from .common import NOISE_OPTION, batch, lr_option, normalisation_of, steps_option
+from .layer_choice import spatial_layer
 from .optimisation import ImageOptimisation
 from .parameterisation import (
     FourierImage,

@@ -20,8 +20,8 @@ import torch
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
+from ..models.capture import forward_capture
 from .base import Job, JobMethod, JobRequest, OptionSpec, check_image
-from .capture import forward_capture, spatial_layer
 from .common import (
     NOISE_OPTION,
     SIZE_OPTION,
@@ -31,6 +31,7 @@ from .common import (
     output_size,
     steps_option,
 )
+from .layer_choice import spatial_layer
 from .optimisation import ImageOptimisation
 from .parameterisation import PixelImage, device_generator, noise_pixels
 from .regularisers import gram_matrix, total_variation
