@@ -10,6 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from redis_server import redis_for_tests
+
 from server_harness import ServerThread, settings_for, write_test_config
 
 
@@ -25,3 +27,10 @@ def server(test_config: Path) -> Iterator[ServerThread]:
     thread.start()
     yield thread
     thread.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``$REDIS_URL``, else a private ``redis-server`` for the whole run (skips without one)."""
+    with redis_for_tests() as url:
+        yield url

@@ -1,13 +1,8 @@
 """A private ``redis-server`` for tests, and the Redis URL the integration tests use.
 
 ``redis_for_tests()`` yields ``$REDIS_URL`` when set, else starts a private
-server (no persistence, loopback only) and stops it afterwards. Wrap it in a
-session fixture::
-
-    @pytest.fixture(scope="session")
-    def redis_url() -> Iterator[str]:
-        with redis_for_tests() as url:
-            yield url
+server (no persistence, loopback only) and stops it afterwards;
+``conftest.py`` wraps it in the session fixture ``redis_url``.
 
 Tests that stop, pause or restart Redis use their own ``RedisServer``.
 """

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 import torch
-from redis_server import RedisServer, have_redis_server, redis_for_tests
+from redis_server import RedisServer, have_redis_server
 
 from camserve_server.runtime.cache import TieredCache, from_url
 from camserve_server.runtime.cache_format import CachedActivation, CacheKey, decode, image_key
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.redis
 # Generous: a timed-out or refused call must come back well within this.
 QUICK_S = 0.5
 COOLDOWN_S = 2.0
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    with redis_for_tests() as url:
-        yield url
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import redis_for_tests
 from rpc_helpers import png_bytes
 
 from camserve import ExplainClient
@@ -64,12 +63,6 @@ class RoundTrips:
     def member_trips(self) -> list[Trip]:
         """The round trips that read or wrote any member's hash."""
         return [trip for trip in self.trips if any(":m:" in " ".join(c) for c in trip)]
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_for_tests() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import IO
 
 import grpc
 import pytest
-from redis_server import free_port, redis_for_tests
+from redis_server import free_port
 from rpc_helpers import random_image, request
 
 from camserve.v1 import explain_pb2_grpc
@@ -28,12 +28,6 @@ from camserve_server.processes import check_processes
 
 START_TIMEOUT_S = 180
 CONNECTIONS = 24
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_for_tests() as url:
-        yield url
 
 
 def test_several_processes_need_redis_and_a_positive_count(
@@ -127,6 +121,7 @@ def _scrape(port: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.redis
 def test_two_processes_share_one_port_and_one_metrics_endpoint_and_drain(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -149,6 +144,7 @@ def test_two_processes_share_one_port_and_one_metrics_endpoint_and_drain(
 
 
 @pytest.mark.slow
+@pytest.mark.redis
 def test_when_one_process_dies_the_supervisor_stops_the_rest_and_fails(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -161,6 +157,7 @@ def test_when_one_process_dies_the_supervisor_stops_the_rest_and_fails(
 
 
 @pytest.mark.slow
+@pytest.mark.redis
 def test_when_the_supervisor_is_killed_its_processes_stop_too(
     redis_url: str, tmp_path: Path
 ) -> None:
