@@ -301,15 +301,9 @@ class ExplainService:
         return key, cached, prepared or self._prepare(loaded, source)
 
     def _prepare(self, loaded: LoadedModel, source: ImageSource) -> _Prepared:
-        """Decode and preprocess (or validate a tensor): the full path of a cache miss.
-
-        A small picture is a few operations on a few hundred kilobytes: the pool's own
-        threads give the parallelism, and the team's wake-ups would only add latency.
-        """
+        """Decode and preprocess (or validate a tensor): the full path of a cache miss."""
         started = time.perf_counter()
-        small = source.encoded is not None and len(source.encoded) <= SMALL_PAYLOAD_BYTES
-        with intra_op_threads(HEAD_ONLY_THREADS if small else torch.get_num_threads()):
-            x, placement = source.model_input(loaded, self.settings.max_image_pixels)
+        x, placement = source.model_input(loaded, self.settings.max_image_pixels)
         return _Prepared(x=x, placement=placement, decode_s=time.perf_counter() - started)
 
     def _prepare_hit(
@@ -410,7 +404,7 @@ def _per_target(metrics: dict[str, list[float]], targets: list[int]) -> dict[str
 
 
 # An encoded image this small is hashed on the event loop (sha256 runs at about 1 GB/s:
-# at most a quarter millisecond) and decoded without the intra-op thread team.
+# at most a quarter millisecond).
 SMALL_PAYLOAD_BYTES = 256 << 10
 
 
