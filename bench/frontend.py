@@ -6,12 +6,13 @@ asyncio callers for ``duration_s`` seconds:
 
 - ``noop``: ``ListMethods``, which touches no model: gRPC, the interceptors and
   the event loop alone;
-- ``warm``: ``Explain`` Grad-CAM on images whose activation is cached, a new
-  target each time: the whole service path (validation, cache look-up,
-  batching, a device-worker turn, the 224x224 float32 heatmap in the reply)
+- ``warm``: ``Explain`` Grad-CAM on images whose activation is cached, for
+  their other top classes in turn: the whole service path (validation, cache
+  look-up, batching, a device-worker turn, the float32 heatmap in the reply)
   with only the head after the layer to compute.
 
 If either is below the device's Grad-CAM rate, the front end is the limit.
+``python -m bench.frontend --address HOST:PORT`` measures a server already running.
 """
 
 from __future__ import annotations
@@ -31,25 +32,28 @@ from camserve.v1 import explain_pb2_grpc
 from .loadgen import build_request
 
 Kind = Literal["noop", "warm"]
-PRIME_CLASS, WARM_CLASSES = 0, 8  # warm requests cycle through classes 1..8
 
 
-def prime(address: str, model: str, inputs: Sequence[pb.ImageInput]) -> None:
-    """Send each input once (Grad-CAM, class 0) so its activation is cached."""
+def prime(address: str, model: str, inputs: Sequence[pb.ImageInput]) -> list[list[int]]:
+    """Send each input once (Grad-CAM, its top class) so its activation is cached; return
+    each input's other top classes, the targets of the warm requests."""
+    others = []
     with grpc.insecure_channel(
         address, options=[("grpc.max_receive_message_length", 64 << 20)]
     ) as channel:
         stub = explain_pb2_grpc.ExplainServiceStub(channel)
         for source in inputs:
-            request = build_request(model, "gradcam", source)
-            request.targets.CopyFrom(pb.Targets(classes=[PRIME_CLASS]))
-            stub.Explain(request, timeout=600)
+            reply = stub.Explain(build_request(model, "gradcam", source), timeout=600)
+            others.append([score.index for score in reply.top_classes[1:]])
+    return others
 
 
-def _warm_requests(model: str, inputs: Sequence[pb.ImageInput]) -> list[bytes]:
+def _warm_requests(
+    model: str, inputs: Sequence[pb.ImageInput], targets: list[list[int]]
+) -> list[bytes]:
     requests = []
-    for target in range(1, WARM_CLASSES + 1):
-        for source in inputs:
+    for source, classes in zip(inputs, targets, strict=True):
+        for target in classes:
             request = build_request(model, "gradcam", source)
             request.targets.CopyFrom(pb.Targets(classes=[target]))
             requests.append(request.SerializeToString())
@@ -107,8 +111,7 @@ def frontend_rates(
     duration_s: float = 5.0,
 ) -> dict[str, float]:
     """``noop_rps`` and ``warm_rps`` (with their error counts and the warm cache-hit rate)."""
-    prime(address, model, inputs)
-    warm = _warm_requests(model, inputs)
+    warm = _warm_requests(model, inputs, prime(address, model, inputs))
     context = multiprocessing.get_context("spawn")  # no fork after gRPC started
     figures: dict[str, float] = {}
     kinds: tuple[Kind, ...] = ("noop", "warm")
@@ -122,3 +125,36 @@ def frontend_rates(
                 figures["warm_cache_hit_rate"] = sum(r[1] for r in runs) / max(1, answered)
     figures.update(clients=float(clients), concurrency=float(concurrency), duration_s=duration_s)
     return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure a server already running (one process or a ``--processes N`` supervisor)."""
+    import argparse
+    import json
+
+    from .inputs import jpeg_images
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", required=True, help="host:port of a running server")
+    parser.add_argument("--model", default="", help="model name (empty: the only one served)")
+    parser.add_argument("--size", type=int, default=224, help="side of the JPEG images sent")
+    parser.add_argument("--images", type=int, default=8, help="distinct cached images")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--concurrency", type=int, default=16, help="callers per process")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per figure")
+    args = parser.parse_args(argv)
+    inputs = [pb.ImageInput(encoded=image) for image in jpeg_images(args.images, args.size, 5)]
+    figures = frontend_rates(
+        args.address,
+        args.model,
+        inputs,
+        clients=args.clients,
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+    )
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import inputs, loadgen, onnx_runtime, precision
 from camserve import tensors
@@ -90,3 +91,24 @@ def test_harness_gradcam_matches_the_engine_and_bfloat16_stays_close() -> None:
     low = precision.gradcam(load_demo_model(), layer, x, bfloat16)
     assert low.dtype == torch.float32 and float(low.min()) >= 0 and float(low.max()) <= 1
     assert float((low - engine_maps).abs().mean()) < 0.1
+
+
+@pytest.mark.slow
+def test_the_front_end_probe_drives_a_running_server(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench.frontend`` against a server it did not start (the demo model)."""
+    import json
+
+    from bench import frontend
+    from camserve_server.inprocess import ServerThread
+    from server_harness import settings_for
+
+    with ServerThread(settings_for()) as server:
+        code = frontend.main(
+            ["--address", server.address, "--size", "64", "--images", "2", "--clients", "1",
+             "--concurrency", "2", "--duration", "0.5"]
+        )  # fmt: skip
+    assert code == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["noop_rps"] > 0 and figures["warm_rps"] > 0
+    assert figures["noop_errors"] == figures["warm_errors"] == 0
+    assert figures["warm_cache_hit_rate"] == 1.0
