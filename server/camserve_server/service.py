@@ -34,7 +34,7 @@ from .models.imaging import (
 from .models.loading import LoadedModel
 from .runtime.batcher import Batcher, GroupKey, WorkItem
 from .runtime.cache import CachedActivation, TieredCache, cache_key, image_key
-from .runtime.intra_op import HEAD_ONLY_THREADS, intra_op_threads
+from .runtime.intra_op import HEAD_ONLY_THREADS, intra_op_threads, team_size
 from .runtime.metrics import Metrics
 from .runtime.precision import precision_name
 from .runtime.workers import ItemResult
@@ -147,6 +147,7 @@ class ExplainService:
         self.cache = cache
         self.metrics = metrics
         self._precision = precision_name(settings.precision)
+        self._threads = team_size()
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, settings.decode_threads), thread_name_prefix="decode"
         )
@@ -230,7 +231,7 @@ class ExplainService:
             future.cancel()
             raise
         if _small_answer(query, prepared, result):
-            with intra_op_threads(HEAD_ONLY_THREADS):  # a few small ops: no thread team
+            with intra_op_threads(HEAD_ONLY_THREADS, after=self._threads):  # a few small ops
                 answer = self._shape_answer(loaded, query, prepared, result)
         else:
             answer = await loop.run_in_executor(
@@ -303,7 +304,8 @@ class ExplainService:
     def _prepare(self, loaded: LoadedModel, source: ImageSource) -> _Prepared:
         """Decode and preprocess (or validate a tensor): the full path of a cache miss."""
         started = time.perf_counter()
-        x, placement = source.model_input(loaded, self.settings.max_image_pixels)
+        with intra_op_threads(self._threads, after=self._threads):
+            x, placement = source.model_input(loaded, self.settings.max_image_pixels)
         return _Prepared(x=x, placement=placement, decode_s=time.perf_counter() - started)
 
     def _prepare_hit(

@@ -14,7 +14,7 @@ from camserve_server.methods import CachedLayer, TargetRequest, explain
 from camserve_server.models import ExplainableModel
 from camserve_server.runtime import workers
 from camserve_server.runtime.batcher import Batcher, GroupKey, WorkItem
-from camserve_server.runtime.intra_op import intra_op_threads
+from camserve_server.runtime.intra_op import intra_op_threads, team_size
 from camserve_server.runtime.metrics import Metrics
 from camserve_server.runtime.workers import DeviceWorker, ItemResult
 
@@ -29,20 +29,29 @@ def model() -> ExplainableModel:
     )
 
 
-def test_the_thread_count_is_set_for_the_block_and_restored() -> None:
-    seen: list[int] = []
-
-    def run() -> None:
-        before = torch.get_num_threads()
-        with intra_op_threads(1):
-            seen.append(torch.get_num_threads())
-            torch.ones(1 << 16).mul_(2)  # an op that may use the team
-        seen.append(torch.get_num_threads() - before)
-
-    thread = threading.Thread(target=run)
+def _in_new_thread(fn: Any) -> Any:
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
     thread.start()
     thread.join(timeout=30)
-    assert seen == [1, 0]
+    return result[0]
+
+
+def test_the_thread_count_is_set_for_the_block_and_the_team_size_left_behind() -> None:
+    team = team_size()
+
+    def run() -> list[int]:
+        seen = []
+        with intra_op_threads(1, after=team):
+            seen.append(torch.get_num_threads())
+            torch.ones(1 << 16).mul_(2)  # an op that may use the team
+            # a thread that starts computing now would start with one thread ...
+        seen.append(torch.get_num_threads())
+        return seen
+
+    assert _in_new_thread(run) == [1, team]
+    # ... but once the block is left, a new thread starts with the team again.
+    assert _in_new_thread(torch.get_num_threads) == team
 
 
 def _items(
@@ -59,7 +68,7 @@ def _items(
 
 
 def _thread_counts(
-    model: ExplainableModel, monkeypatch: pytest.MonkeyPatch, items: list[WorkItem]
+    worker: DeviceWorker, monkeypatch: pytest.MonkeyPatch, items: list[WorkItem]
 ) -> tuple[list[int], list[Any]]:
     """The intra-op thread count ``explain`` ran with, and the worker's outcomes."""
     counts: list[int] = []
@@ -69,8 +78,6 @@ def _thread_counts(
         return explain(*args, **kwargs)
 
     monkeypatch.setattr(workers, "explain", spy)
-    batcher = Batcher(max_batch_size=8, max_delay_s=0.0, queue_size=16)
-    worker = DeviceWorker(torch.device("cpu"), {"m": model}, batcher, Metrics())
     return counts, worker.compute(items)
 
 
@@ -84,11 +91,13 @@ def test_a_batch_of_cache_hits_runs_without_the_thread_team(
         CachedLayer(fresh.activations[i].clone(), fresh.logits[i].clone()) for i in range(2)
     ]
     placeholder = torch.zeros(3, SIZE, SIZE)
+    batcher = Batcher(max_batch_size=8, max_delay_s=0.0, queue_size=16)
+    worker = DeviceWorker(torch.device("cpu"), {"m": model}, batcher, Metrics())
     loop = asyncio.new_event_loop()
     try:
         team = torch.get_num_threads()
         counts, outcomes = _thread_counts(
-            model, monkeypatch, _items(loop, "gradcam", [placeholder, placeholder], hits)
+            worker, monkeypatch, _items(loop, "gradcam", [placeholder, placeholder], hits)
         )
         assert counts == [1]
         assert torch.get_num_threads() == team
@@ -96,10 +105,14 @@ def test_a_batch_of_cache_hits_runs_without_the_thread_team(
             assert isinstance(outcome, ItemResult) and outcome.heatmaps is not None
             assert sample.heatmaps is not None
             torch.testing.assert_close(outcome.heatmaps, sample.heatmaps, atol=1e-5, rtol=0)
-        counts, _ = _thread_counts(
-            model, monkeypatch, _items(loop, "gradcam", [x[0], placeholder], [None, hits[1]])
-        )
-        assert counts == [team], "a batch with a miss runs the backbone: it keeps the team"
+        torch.set_num_threads(1)  # as if this thread had started during a head-only batch
+        try:
+            counts, _ = _thread_counts(
+                worker, monkeypatch, _items(loop, "gradcam", [x[0], placeholder], [None, hits[1]])
+            )
+        finally:
+            torch.set_num_threads(team)
+        assert counts == [team], "a batch with a miss runs the backbone: it gets the team"
     finally:
         loop.close()
 

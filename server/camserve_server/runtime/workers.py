@@ -28,7 +28,7 @@ from ..methods.chunking import between_chunks
 from ..models import ExplainableModel
 from .batcher import Batcher, GroupKey, WorkItem
 from .device_slot import DeviceSlot, Priority
-from .intra_op import HEAD_ONLY_THREADS, intra_op_threads
+from .intra_op import HEAD_ONLY_THREADS, intra_op_threads, team_size
 from .metrics import Metrics
 from .precision import mixed_precision
 
@@ -85,6 +85,7 @@ class DeviceWorker:
         self.metrics = metrics
         self.cache_writer = cache_writer
         self.slot = DeviceSlot()
+        self.threads = team_size()  # intra-op threads of every batch but head-only ones
         self._lanes = {
             heavy: ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"worker-{device}-{'heavy' if heavy else 'light'}"
@@ -138,7 +139,7 @@ class DeviceWorker:
     def _hold_for_step(
         self, fn: Callable[[dict[str, ExplainableModel]], T], priority: Priority
     ) -> T:
-        with self.slot.hold(priority):
+        with self.slot.hold(priority), intra_op_threads(self.threads, after=self.threads):
             return fn(self.models)
 
     def _is_heavy(self, group: GroupKey) -> bool:
@@ -228,8 +229,11 @@ class DeviceWorker:
         model = self.models[group.model]
         started = time.perf_counter()
         x = _batch_input(items).to(model.device, non_blocking=True)
-        threads = HEAD_ONLY_THREADS if _head_only(items, model) else torch.get_num_threads()
-        with mixed_precision(model.device, self.autocast), intra_op_threads(threads):
+        threads = HEAD_ONLY_THREADS if _head_only(items, model) else self.threads
+        with (
+            mixed_precision(model.device, self.autocast),
+            intra_op_threads(threads, after=self.threads),
+        ):
             result = explain(
                 model,
                 group.method,
