@@ -37,6 +37,10 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
         "integrated_gradients_vs_captum": r["integrated_gradients"]["captum_s_per_image"]
         / r["integrated_gradients"]["camserve_s_per_image"],
         **{
+            "onnxruntime_vs_eager_" + name.replace(" at ", "_"): row["onnxruntime_vs_eager"]
+            for name, row in r.get("forward_only", {}).items()
+        },
+        **{
             "gradcam_" + name.replace(", ", "_").replace(" ", "_") + "_vs_float32": (
                 figures["images_per_s"] / fp32
             )
@@ -116,6 +120,15 @@ def table(r: dict[str, Any]) -> str:
             (
                 "occlusion onnxruntime (harness loop)",
                 f"{ort['occlusion_loop_s_per_image']:.2f} s per image",
+            )
+        )
+    for name, row in r.get("forward_only", {}).items():
+        rows.append(
+            (
+                f"{name}: eager / onnxruntime, served",
+                f"{row['eager_s_per_image'] * 1e3:.0f} ms / "
+                f"{row['onnxruntime_s_per_image'] * 1e3:.0f} ms per image "
+                f"({row['onnxruntime_vs_eager']:.2f}x), max |diff| {row['max_abs_diff']:.2g}",
             )
         )
     rows += [

@@ -32,7 +32,7 @@ from camserve_server.inprocess import ServerThread
 from camserve_server.methods.chunking import rows_per_pass
 from camserve_server.models.imaging import Preprocess, decode_image
 
-from . import baselines, onnx_runtime, precision
+from . import baselines, forward_only, onnx_runtime, precision
 from .frontend import frontend_rates
 from .inputs import INPUT_KINDS, FreshInputs, InputKind, image_inputs, jpeg_images
 from .latency import cache_pairs, overhead
@@ -205,6 +205,7 @@ def part_sizes(pool: int, perturbation_images: int) -> dict[str, int]:
         "overhead_jpeg": 16,
         "overhead_tensor": 16,
         "perturb": perturbation_images,
+        "forward_only": 2,  # a warm-up image, then the measured one
     }
 
 
@@ -239,9 +240,12 @@ class Workload:
         return FreshInputs(self.inputs(name), self.kind, self.preprocess, self.args.size)
 
 
-def _batched_section(work: Workload, folder: Path, results: dict[str, Any]) -> list[np.ndarray]:
+def _batched_section(
+    work: Workload, folder: Path, results: dict[str, Any]
+) -> tuple[list[np.ndarray], dict[str, dict[str, Any]]]:
     """Load, cache, overhead and served perturbation methods on the default server;
-    returns the served occlusion maps (the ONNX parity reference)."""
+    returns the served occlusion maps and the forward-only answers (the ONNX parity
+    references)."""
     args = work.args
     occlusion = _occlusion_options(args)
     server = _server(args.arch, args.size, folder)
@@ -270,6 +274,9 @@ def _batched_section(work: Workload, folder: Path, results: dict[str, Any]) -> l
         results["occlusion"] = {"camserve_s_per_image": seconds}
         seconds, _ = _served(server.address, "integrated_gradients", work.part("perturb"), {})
         results["integrated_gradients"] = {"camserve_s_per_image": seconds}
+        eager_forward_only = forward_only.served(
+            server.address, MODEL, work.part("forward_only"), args.scorecam_layer
+        )
         assert server.runtime is not None
         results["occlusion"]["chunk"] = rows_per_pass(server.runtime.models[MODEL].primary)
     finally:
@@ -284,7 +291,7 @@ def _batched_section(work: Workload, folder: Path, results: dict[str, Any]) -> l
         results["gradcam_bfloat16"] = _load(mixed, args, work.fresh("bfloat16"), work.kind)
     finally:
         mixed.stop()
-    return maps
+    return maps, eager_forward_only
 
 
 def _baseline_section(
@@ -321,12 +328,14 @@ def _onnx_section(
     work: Workload,
     model: torch.nn.Module,
     inputs: list[torch.Tensor],
-    served_maps: list[np.ndarray],
+    references: tuple[list[np.ndarray], dict[str, dict[str, Any]]],
     folder: Path,
     results: dict[str, Any],
 ) -> None:
     """onnxruntime: forward throughput, and occlusion served on the ONNX model when the
-    server loads ONNX, else run by the engine-equivalent loop."""
+    server loads ONNX (with the other forward-only methods), else run by the
+    engine-equivalent loop."""
+    served_maps, eager_forward_only = references
     args = work.args
     window, stride = _window_stride(args)
     path = onnx_runtime.export(model, args.size, folder)
@@ -350,8 +359,12 @@ def _onnx_section(
             )
             assert server.runtime is not None
             served_chunk = rows_per_pass(server.runtime.models[MODEL].primary)
+            onnx_forward_only = forward_only.served(
+                server.address, MODEL, work.part("forward_only"), args.scorecam_layer
+            )
         finally:
             server.stop()
+        results["forward_only"] = forward_only.compare(eager_forward_only, onnx_forward_only)
         ort.update(
             occlusion_served_on_onnx=True,
             occlusion_loop_s_per_image=loop_seconds,
@@ -402,9 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     model = _baseline_model(args.arch)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        served_maps = _batched_section(work, folder, results)
+        references = _batched_section(work, folder, results)
         inputs = _baseline_section(work, model, results)
-        _onnx_section(work, model, inputs, served_maps, folder, results)
+        _onnx_section(work, model, inputs, references, folder, results)
     batch = results["model"]["batch"]
     batch_x = torch.stack([work.preprocess(decode_image(d))[0] for d in work.part("load")[:batch]])
     results["precision"] = precision.compare(model, "layer4", batch_x)

@@ -51,6 +51,9 @@ def test_bench_quick_run_with_tensors_for_a_duration_reports_every_section() -> 
         results["gradcam_bfloat16"]["errors"] == 0 and results["gradcam_bfloat16"]["requests"] > 0
     )
     assert set(results["overhead"]) == set(results["cache"]) == {"jpeg", "tensor"}
+    forward_only = results["forward_only"]
+    assert set(forward_only) == {"scorecam at layer1", "ablationcam at layer4", "embed"}
+    assert all(row["max_abs_diff"] < 1e-2 for row in forward_only.values())
     frontend = results["frontend"]
     assert frontend["noop_errors"] == frontend["warm_errors"] == 0
     assert frontend["warm_cache_hit_rate"] == 1.0
