@@ -18,34 +18,48 @@ from torch import nn
 from camserve_server.models.imaging import Preprocess, decode_image
 
 
-def _rate(run: Callable[[], None], items: int, repeats: int) -> float:
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's parameters, where every baseline runs."""
+    return next(model.parameters()).device
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(run: Callable[[], None], items: int, repeats: int, device: torch.device) -> float:
     run()  # warm-up
+    _synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         run()
+    _synchronize(device)
     return items * repeats / (time.perf_counter() - started)
 
 
 def forward_throughput(model: nn.Module, batch: int, size: int, repeats: int = 3) -> float:
     """Images per second of a batched forward pass in ``inference_mode``."""
-    x = torch.randn(batch, 3, size, size)
+    device = device_of(model)
+    x = torch.randn(batch, 3, size, size, device=device)
 
     def run() -> None:
         with torch.inference_mode():
             model(x)
 
-    return _rate(run, batch, repeats)
+    return _rate(run, batch, repeats, device)
 
 
 def forward_backward_throughput(model: nn.Module, batch: int, size: int, repeats: int = 3) -> float:
     """Images per second of forward + backward to the input (no parameter gradients)."""
-    x = torch.randn(batch, 3, size, size)
+    device = device_of(model)
+    x = torch.randn(batch, 3, size, size, device=device)
 
     def run() -> None:
         leaf = x.clone().requires_grad_(True)
         model(leaf).max(dim=1).values.sum().backward()
 
-    return _rate(run, batch, repeats)
+    return _rate(run, batch, repeats, device)
 
 
 def pytorch_grad_cam_rate(
@@ -55,10 +69,11 @@ def pytorch_grad_cam_rate(
     from pytorch_grad_cam import GradCAM
 
     cam = GradCAM(model=model, target_layers=[layer])
+    device = device_of(model)
 
     def one(data: bytes) -> None:
         x, _ = preprocess(decode_image(data))
-        cam(input_tensor=x[None], targets=None)
+        cam(input_tensor=x[None].to(device), targets=None)  # returns numpy: synchronised
 
     one(images[0])
     started = time.perf_counter()
@@ -74,6 +89,9 @@ def captum_occlusion_seconds(
     from captum.attr import Occlusion
 
     occlusion = Occlusion(model)
+    device = device_of(model)
+    inputs = [x.to(device) for x in inputs]
+    _synchronize(device)
     started = time.perf_counter()
     for x in inputs:
         with torch.no_grad():
@@ -86,6 +104,7 @@ def captum_occlusion_seconds(
             target=target,
             perturbations_per_eval=1,
         )
+    _synchronize(device)
     return (time.perf_counter() - started) / len(inputs)
 
 
@@ -94,9 +113,13 @@ def captum_integrated_gradients_seconds(model: nn.Module, inputs: Sequence[torch
     from captum.attr import IntegratedGradients
 
     ig = IntegratedGradients(model)
+    device = device_of(model)
+    inputs = [x.to(device) for x in inputs]
+    _synchronize(device)
     started = time.perf_counter()
     for x in inputs:
         with torch.no_grad():
             target = int(model(x[None]).argmax())
         ig.attribute(x[None], target=target)
+    _synchronize(device)
     return (time.perf_counter() - started) / len(inputs)

@@ -11,7 +11,7 @@ from typing import Any
 def ratios(r: dict[str, Any]) -> dict[str, float]:
     """Every ratio of the run: camserve (or a variant) over a baseline of the same run."""
     served = r["gradcam"]["throughput_rps"]
-    occlusion, ort = r["occlusion"], r["onnxruntime"]
+    occlusion = r["occlusion"]
     precision = r["precision"]
     fp32 = precision["float32"]["images_per_s"]
     return {
@@ -27,13 +27,7 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
         "cache_warm_speedup_second_target": r["cache"]["jpeg"]["speedup_target"],
         "cache_warm_speedup_second_target_tensor": r["cache"]["tensor"]["speedup_target"],
         "occlusion_vs_captum": occlusion["captum_s_per_image"] / occlusion["camserve_s_per_image"],
-        "occlusion_onnxruntime_vs_captum": occlusion["captum_s_per_image"]
-        / ort["occlusion_s_per_image"],
-        "occlusion_onnxruntime_vs_eager_camserve": occlusion["camserve_s_per_image"]
-        / ort["occlusion_s_per_image"],
-        "onnxruntime_forward_vs_eager": ort["forward_ips"] / r["model"]["forward_ips"],
-        "onnxruntime_forward_vs_eager_channels_last": ort["forward_ips"]
-        / r["model"]["forward_channels_last_ips"],
+        **_onnxruntime_ratios(r),
         "integrated_gradients_vs_captum": r["integrated_gradients"]["captum_s_per_image"]
         / r["integrated_gradients"]["camserve_s_per_image"],
         **{
@@ -48,6 +42,55 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
             if name != "float32"
         },
     }
+
+
+def _onnxruntime_ratios(r: dict[str, Any]) -> dict[str, float]:
+    """onnxruntime against the same run's baselines (measured on CPU runs only)."""
+    ort = r.get("onnxruntime")
+    if not ort:
+        return {}
+    occlusion = r["occlusion"]
+    return {
+        "occlusion_onnxruntime_vs_captum": occlusion["captum_s_per_image"]
+        / ort["occlusion_s_per_image"],
+        "occlusion_onnxruntime_vs_eager_camserve": occlusion["camserve_s_per_image"]
+        / ort["occlusion_s_per_image"],
+        "onnxruntime_forward_vs_eager": ort["forward_ips"] / r["model"]["forward_ips"],
+        "onnxruntime_forward_vs_eager_channels_last": ort["forward_ips"]
+        / r["model"]["forward_channels_last_ips"],
+    }
+
+
+def _onnxruntime_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    ort = r.get("onnxruntime")
+    if not ort:
+        return []
+    served = "served on the ONNX model" if ort["occlusion_served_on_onnx"] else "harness loop"
+    rows = [
+        ("onnxruntime forward (CPU provider)", f"{ort['forward_ips']:.1f} img/s"),
+        (
+            f"occlusion onnxruntime ({served})",
+            f"{ort['occlusion_s_per_image']:.2f} s per image, chunks of {ort['occlusion_chunk']}, "
+            f"max |map - camserve map| {ort['occlusion_max_abs_diff_vs_camserve']:.2g}",
+        ),
+    ]
+    if "occlusion_loop_s_per_image" in ort:
+        rows.append(
+            (
+                "occlusion onnxruntime (harness loop)",
+                f"{ort['occlusion_loop_s_per_image']:.2f} s per image",
+            )
+        )
+    for name, row in r.get("forward_only", {}).items():
+        rows.append(
+            (
+                f"{name}: eager / onnxruntime, served",
+                f"{row['eager_s_per_image'] * 1e3:.0f} ms / "
+                f"{row['onnxruntime_s_per_image'] * 1e3:.0f} ms per image "
+                f"({row['onnxruntime_vs_eager']:.2f}x), max |diff| {row['max_abs_diff']:.2g}",
+            )
+        )
+    return rows
 
 
 def _load_row(label: str, g: dict[str, Any]) -> tuple[str, str]:
@@ -71,13 +114,16 @@ def _overhead_row(kind: str, o: dict[str, float]) -> tuple[str, str]:
 def table(r: dict[str, Any]) -> str:
     """The results as an aligned two-column table."""
     g, u, c = r["gradcam"], r["gradcam_unbatched"], r["cache"]
-    ort, m = r["onnxruntime"], r["model"]
+    m = r["model"]
     rows = [
-        ("model", f"{m['arch']} at {m['input']}, {r['machine']['threads']} threads"),
+        (
+            "model",
+            f"{m['arch']} at {m['input']} on {r['machine']['device']}, "
+            f"{r['machine']['threads']} threads",
+        ),
         (f"model forward (batch {m['batch']})", f"{m['forward_ips']:.1f} img/s"),
         ("model forward, channels_last", f"{m['forward_channels_last_ips']:.1f} img/s"),
         ("model forward+input backward", f"{m['forward_backward_ips']:.1f} img/s"),
-        ("onnxruntime forward (CPU provider)", f"{ort['forward_ips']:.1f} img/s"),
         _load_row("camserve gradcam served", g),
         ("  batch size mean", f"{g['batch_size']['mean']:.1f}"),
         _load_row("camserve gradcam, max_batch_size=1", u),
@@ -102,35 +148,14 @@ def table(r: dict[str, Any]) -> str:
             f"{f['warm_rps']:.0f} req/s, cache hits {f['warm_cache_hit_rate']:.0%}",
         ),
     ]
-    served = "served on the ONNX model" if ort["occlusion_served_on_onnx"] else "harness loop"
-    rows += [
+    rows.append(
         (
             "occlusion camserve / captum",
             f"{r['occlusion']['camserve_s_per_image']:.2f} s / "
             f"{r['occlusion']['captum_s_per_image']:.2f} s per image",
-        ),
-        (
-            f"occlusion onnxruntime ({served})",
-            f"{ort['occlusion_s_per_image']:.2f} s per image, chunks of {ort['occlusion_chunk']}, "
-            f"max |map - camserve map| {ort['occlusion_max_abs_diff_vs_camserve']:.2g}",
-        ),
-    ]
-    if "occlusion_loop_s_per_image" in ort:
-        rows.append(
-            (
-                "occlusion onnxruntime (harness loop)",
-                f"{ort['occlusion_loop_s_per_image']:.2f} s per image",
-            )
         )
-    for name, row in r.get("forward_only", {}).items():
-        rows.append(
-            (
-                f"{name}: eager / onnxruntime, served",
-                f"{row['eager_s_per_image'] * 1e3:.0f} ms / "
-                f"{row['onnxruntime_s_per_image'] * 1e3:.0f} ms per image "
-                f"({row['onnxruntime_vs_eager']:.2f}x), max |diff| {row['max_abs_diff']:.2g}",
-            )
-        )
+    )
+    rows += _onnxruntime_rows(r)
     rows += [
         (
             "integrated gradients camserve / captum",

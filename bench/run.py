@@ -50,14 +50,16 @@ MODEL = "bench"
 
 
 def _server(
-    arch: str, size: int, folder: Path, *, onnx: Path | None = None, **overrides: Any
+    args: argparse.Namespace, folder: Path, *, onnx: Path | None = None, **overrides: Any
 ) -> ServerThread:
-    """A server of ``arch`` (seeded random weights), or of the ONNX file ``onnx``."""
+    """A server of ``args.arch`` (seeded random weights) on ``args.device``, or of the
+    ONNX file ``onnx``."""
     config = folder / "bench.toml"
-    source, value = ("onnx", onnx.name) if onnx is not None else ("arch", arch)
-    config.write_text(CONFIG.format(source=source, value=value, size=size))
+    source, value = ("onnx", onnx.name) if onnx is not None else ("arch", args.arch)
+    config.write_text(CONFIG.format(source=source, value=value, size=args.size))
     _, models = load_config_file(config)
-    settings = replace(Settings(port=0, metrics_port=-1), models=models, **overrides)
+    base = Settings(port=0, metrics_port=-1, devices=args.device)
+    settings = replace(base, models=models, **overrides)
     thread = ServerThread(settings)
     thread.start()
     return thread
@@ -99,10 +101,10 @@ def _cache_counts(thread: ServerThread) -> tuple[float, float]:
     return hits, lookups
 
 
-def _baseline_model(arch: str) -> torch.nn.Module:
+def _baseline_model(arch: str, device: str = "cpu") -> torch.nn.Module:
     torch.manual_seed(0)  # the same weights the server builds
     model: torch.nn.Module = torchvision.models.get_model(arch, weights=None)
-    return model.eval()
+    return model.eval().to(device)
 
 
 def _served(
@@ -162,6 +164,12 @@ def _server_loads_onnx() -> bool:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="resnet50")
+    parser.add_argument(
+        "--device",
+        default="cuda:0" if torch.cuda.is_available() else "cpu",
+        help="where the server and every baseline run (cpu, cuda:0); peak memory and "
+        "onnxruntime are measured on the CPU only",
+    )
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--requests", type=int, default=96, help="requests in the load run")
     parser.add_argument(
@@ -248,7 +256,7 @@ def _batched_section(
     references)."""
     args = work.args
     occlusion = _occlusion_options(args)
-    server = _server(args.arch, args.size, folder)
+    server = _server(args, folder)
     try:
         asyncio.run(run_load(server.address, MODEL, ["gradcam"], work.inputs("warmup"),
                              concurrency=4, requests=8))  # fmt: skip
@@ -281,12 +289,12 @@ def _batched_section(
         results["occlusion"]["chunk"] = rows_per_pass(server.runtime.models[MODEL].primary)
     finally:
         server.stop()
-    single = _server(args.arch, args.size, folder, max_batch_size=1)
+    single = _server(args, folder, max_batch_size=1)
     try:
         results["gradcam_unbatched"] = _load(single, args, work.fresh("unbatched"), work.kind)
     finally:
         single.stop()
-    mixed = _server(args.arch, args.size, folder, precision="bfloat16")
+    mixed = _server(args, folder, precision="bfloat16")
     try:
         results["gradcam_bfloat16"] = _load(mixed, args, work.fresh("bfloat16"), work.kind)
     finally:
@@ -300,7 +308,7 @@ def _baseline_section(
     """The model's own speed and the libraries; returns the perturbation inputs."""
     args, size = work.args, work.args.size
     batch = max(1, round(results["gradcam"]["batch_size"]["mean"]))
-    nhwc = _baseline_model(args.arch).to(memory_format=torch.channels_last)
+    nhwc = _baseline_model(args.arch, args.device).to(memory_format=torch.channels_last)
     results["model"].update(
         batch=batch,
         forward_ips=baselines.forward_throughput(model, batch, size),
@@ -352,7 +360,7 @@ def _onnx_section(
         "occlusion_max_abs_diff_vs_camserve": _max_diff(loop_maps, served_maps),
     }
     if _server_loads_onnx():
-        server = _server(args.arch, args.size, folder, onnx=path)
+        server = _server(args, folder, onnx=path)
         try:
             seconds, maps = _served(
                 server.address, "occlusion", work.part("perturb"), _occlusion_options(args)
@@ -393,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             "cores": os.cpu_count(),
             "threads": threads,
             "torch": torch.__version__,
-            "device": "cpu",
+            "device": args.device,
             "load_average": os.getloadavg(),
         },
         "model": {"arch": args.arch, "input": args.size},
@@ -412,15 +420,16 @@ def main(argv: list[str] | None = None) -> int:
         jpeg_images(sum(part_sizes(pool, args.perturbation_images).values()), args.size, seed=1),
         pool,
     )
-    model = _baseline_model(args.arch)
+    model = _baseline_model(args.arch, args.device)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         references = _batched_section(work, folder, results)
         inputs = _baseline_section(work, model, results)
-        _onnx_section(work, model, inputs, references, folder, results)
+        if args.device == "cpu":  # onnxruntime's CPU provider against CPU baselines only
+            _onnx_section(work, model, inputs, references, folder, results)
     batch = results["model"]["batch"]
     batch_x = torch.stack([work.preprocess(decode_image(d))[0] for d in work.part("load")[:batch]])
-    results["precision"] = precision.compare(model, "layer4", batch_x)
+    results["precision"] = precision.compare(model, "layer4", batch_x.to(args.device))
     cases = _memory_cases(args.quick, args.scorecam_layer, _occlusion_options(args), batch)
     budgets = [int(b) for b in args.memory_budgets.split(",")]
     results["memory"] = peak_memory(args.arch, args.size, cases, budgets, threads)
