@@ -121,17 +121,21 @@ def run(n: int, batch_size: int, redis_url: str | None, repeats: int) -> dict[st
 
     memory = MemorySetStore(max_bytes=1 << 34)
     memory.create(info)
+
+    def index_all() -> IngestCounts:
+        return index_arrays(
+            model,
+            memory,
+            "scale",
+            items,
+            to_input=preprocess,
+            layers=LAYERS,
+            embedding_layer=embedding,
+            batch_size=batch_size,
+        )
+
     started, cpu = time.perf_counter(), time.process_time()
-    counts = index_arrays(
-        model,
-        memory,
-        "scale",
-        items,
-        to_input=preprocess,
-        layers=LAYERS,
-        embedding_layer=embedding,
-        batch_size=batch_size,
-    )
+    counts = index_all()
     index_s, index_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     described = memory.get("scale")
     report["memory"] = {
@@ -141,16 +145,7 @@ def run(n: int, batch_size: int, redis_url: str | None, repeats: int) -> dict[st
         "bytes_per_image": described.bytes_used / described.size,
     }
     started = time.perf_counter()
-    again: IngestCounts = index_arrays(
-        model,
-        memory,
-        "scale",
-        items,
-        to_input=preprocess,
-        layers=LAYERS,
-        embedding_layer=embedding,
-        batch_size=batch_size,
-    )
+    again = index_all()  # the same images again: hash lookups only
     report["memory"]["resend_images_per_s"] = again.skipped / (time.perf_counter() - started)
     receptive_field(model, "features.block3")
     ids, matrix = memory.matrix("scale")

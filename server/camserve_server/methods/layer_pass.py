@@ -177,19 +177,19 @@ def layer_gradients(batch: BatchInput) -> LayerGradients:
 
 def _head_scores(batch: BatchInput, hits: list[int], leaf: torch.Tensor) -> Scores:
     """Target logits of cached rows, from ``leaf``: only the target rows of a linear
-    classifier, else the whole head, else a full forward that substitutes ``leaf``."""
+    classifier, else the whole head, else a full forward that substitutes ``leaf``.
+    Called under ``layer_gradients``' ``enable_grad``."""
     assert batch.layer is not None
     linear = batch.model.linear_head(batch.layer)
-    with torch.enable_grad():
-        if linear is not None:
-            features: torch.Tensor = linear.features(leaf.clone())
-            return lambda positions, targets: linear.scores(features[positions].float(), targets)
-        head = batch.model.head(batch.layer)
-        if head is not None:
-            return logit_scores(head(leaf.clone()).float())
-        with layer_hook(batch.model.submodule(batch.layer), substitute=leaf):
-            full: torch.Tensor = batch.model.module(batch.x[hits])
-        return logit_scores(full.float())
+    if linear is not None:
+        features: torch.Tensor = linear.features(leaf.clone())
+        return lambda positions, targets: linear.scores(features[positions].float(), targets)
+    head = batch.model.head(batch.layer)
+    if head is not None:
+        return logit_scores(head(leaf.clone()).float())
+    with layer_hook(batch.model.submodule(batch.layer), substitute=leaf):
+        full: torch.Tensor = batch.model.module(batch.x[hits])
+    return logit_scores(full.float())
 
 
 def backward_by_rank(

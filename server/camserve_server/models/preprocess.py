@@ -156,20 +156,19 @@ class Preprocess:
         new_h, new_w = self.resized_shape(height, width)
         out_h, out_w = self.input_size
         top, left = self._crop_anchor(new_h, new_w)
-        scale, shift = self._affine
-        if (new_h, new_w) == (height, width):  # no resize: crop the bytes, one fused affine
+        if (new_h, new_w) == (height, width):  # no resize: crop the bytes
             crop = pixels[:, top : top + out_h, left : left + out_w]
             x = torch.empty(crop.shape, dtype=torch.float32).copy_(crop)
-            return x.mul_(scale).sub_(shift), self.placement((height, width))
-        resized = F.interpolate(
-            pixels.unsqueeze(0).to(torch.float32).div_(255.0),
-            size=(new_h, new_w),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )[0, :, top : top + out_h, left : left + out_w]
-        x = resized.mul(scale.mul(255.0)).sub_(shift)
-        return x.contiguous(), self.placement((height, width))
+        else:  # the resize is linear (weights sum to 1): it commutes with the affine
+            x = F.interpolate(
+                pixels.unsqueeze(0).to(torch.float32),
+                size=(new_h, new_w),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )[0, :, top : top + out_h, left : left + out_w].contiguous()
+        scale, shift = self._affine
+        return x.mul_(scale).sub_(shift), self.placement((height, width))
 
     @functools.cached_property
     def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
