@@ -49,7 +49,7 @@ input_size = [{size}, {size}]
 MODEL = "bench"
 
 
-def _server(
+def start_server(
     args: argparse.Namespace, folder: Path, *, onnx: Path | None = None, **overrides: Any
 ) -> ServerThread:
     """A server of ``args.arch`` (seeded random weights) on ``args.device``, or of the
@@ -65,7 +65,7 @@ def _server(
     return thread
 
 
-def _batch_sizes(thread: ServerThread, method: str) -> dict[str, float]:
+def batch_sizes(thread: ServerThread, method: str) -> dict[str, float]:
     assert thread.runtime is not None
     registry = thread.runtime.metrics.registry
     labels = {"model": MODEL, "method": method}
@@ -101,13 +101,13 @@ def _cache_counts(thread: ServerThread) -> tuple[float, float]:
     return hits, lookups
 
 
-def _baseline_model(arch: str, device: str = "cpu") -> torch.nn.Module:
+def baseline_model(arch: str, device: str = "cpu") -> torch.nn.Module:
     torch.manual_seed(0)  # the same weights the server builds
     model: torch.nn.Module = torchvision.models.get_model(arch, weights=None)
     return model.eval().to(device)
 
 
-def _served(
+def served_maps(
     address: str, method: str, images: list[bytes], options: dict[str, float]
 ) -> tuple[float, list[np.ndarray]]:
     """Seconds per image of ``method`` served one request at a time, and its heatmaps."""
@@ -152,7 +152,7 @@ def _load(
     }
 
 
-def _max_diff(maps: list[np.ndarray], reference: list[np.ndarray]) -> float:
+def max_diff(maps: list[np.ndarray], reference: list[np.ndarray]) -> float:
     return max(float(np.abs(a - b).max()) for a, b in zip(maps, reference, strict=True))
 
 
@@ -255,14 +255,14 @@ def _batched_section(
     returns the served occlusion maps and the forward-only answers (the ONNX parity
     references)."""
     args = work.args
-    occlusion = _occlusion_options(args)
-    server = _server(args, folder)
+    occlusion = occlusion_options(args)
+    server = start_server(args, folder)
     try:
         asyncio.run(run_load(server.address, MODEL, ["gradcam"], work.inputs("warmup"),
                              concurrency=4, requests=8))  # fmt: skip
         results["gradcam"] = {
             **_load(server, args, work.fresh("load"), work.kind),
-            "batch_size": _batch_sizes(server, "gradcam"),
+            "batch_size": batch_sizes(server, "gradcam"),
         }
         results["cache"] = {
             kind: cache_pairs(server.address, MODEL, work.inputs(f"cache_{kind}", kind))
@@ -278,9 +278,9 @@ def _batched_section(
             work.inputs("cache_jpeg", "jpeg"),
             duration_s=1.0 if args.quick else 5.0,
         )
-        seconds, maps = _served(server.address, "occlusion", work.part("perturb"), occlusion)
+        seconds, maps = served_maps(server.address, "occlusion", work.part("perturb"), occlusion)
         results["occlusion"] = {"camserve_s_per_image": seconds}
-        seconds, _ = _served(server.address, "integrated_gradients", work.part("perturb"), {})
+        seconds, _ = served_maps(server.address, "integrated_gradients", work.part("perturb"), {})
         results["integrated_gradients"] = {"camserve_s_per_image": seconds}
         eager_forward_only = forward_only.served(
             server.address, MODEL, work.part("forward_only"), args.scorecam_layer
@@ -289,12 +289,12 @@ def _batched_section(
         results["occlusion"]["chunk"] = rows_per_pass(server.runtime.models[MODEL].primary)
     finally:
         server.stop()
-    single = _server(args, folder, max_batch_size=1)
+    single = start_server(args, folder, max_batch_size=1)
     try:
         results["gradcam_unbatched"] = _load(single, args, work.fresh("unbatched"), work.kind)
     finally:
         single.stop()
-    mixed = _server(args, folder, precision="bfloat16")
+    mixed = start_server(args, folder, precision="bfloat16")
     try:
         results["gradcam_bfloat16"] = _load(mixed, args, work.fresh("bfloat16"), work.kind)
     finally:
@@ -308,7 +308,7 @@ def _baseline_section(
     """The model's own speed and the libraries; returns the perturbation inputs."""
     args, size = work.args, work.args.size
     batch = max(1, round(results["gradcam"]["batch_size"]["mean"]))
-    nhwc = _baseline_model(args.arch, args.device).to(memory_format=torch.channels_last)
+    nhwc = baseline_model(args.arch, args.device).to(memory_format=torch.channels_last)
     results["model"].update(
         batch=batch,
         forward_ips=baselines.forward_throughput(model, batch, size),
@@ -343,7 +343,7 @@ def _onnx_section(
     """onnxruntime: forward throughput, and occlusion served on the ONNX model when the
     server loads ONNX (with the other forward-only methods), else run by the
     engine-equivalent loop."""
-    served_maps, eager_forward_only = references
+    eager_maps, eager_forward_only = references
     args = work.args
     window, stride = _window_stride(args)
     path = onnx_runtime.export(model, args.size, folder)
@@ -357,13 +357,13 @@ def _onnx_section(
         "occlusion_s_per_image": loop_seconds,
         "occlusion_chunk": chunk,
         "occlusion_served_on_onnx": False,
-        "occlusion_max_abs_diff_vs_camserve": _max_diff(loop_maps, served_maps),
+        "occlusion_max_abs_diff_vs_camserve": max_diff(loop_maps, eager_maps),
     }
     if _server_loads_onnx():
-        server = _server(args, folder, onnx=path)
+        server = start_server(args, folder, onnx=path)
         try:
-            seconds, maps = _served(
-                server.address, "occlusion", work.part("perturb"), _occlusion_options(args)
+            seconds, maps = served_maps(
+                server.address, "occlusion", work.part("perturb"), occlusion_options(args)
             )
             assert server.runtime is not None
             served_chunk = rows_per_pass(server.runtime.models[MODEL].primary)
@@ -378,7 +378,7 @@ def _onnx_section(
             occlusion_loop_s_per_image=loop_seconds,
             occlusion_s_per_image=seconds,
             occlusion_chunk=served_chunk,
-            occlusion_max_abs_diff_vs_camserve=_max_diff(maps, served_maps),
+            occlusion_max_abs_diff_vs_camserve=max_diff(maps, eager_maps),
         )
     results["onnxruntime"] = ort
 
@@ -387,7 +387,7 @@ def _window_stride(args: argparse.Namespace) -> tuple[int, int]:
     return (16, 16) if args.quick else (32, 16)
 
 
-def _occlusion_options(args: argparse.Namespace) -> dict[str, float]:
+def occlusion_options(args: argparse.Namespace) -> dict[str, float]:
     window, stride = _window_stride(args)
     return {"window": float(window), "stride": float(stride)}
 
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         jpeg_images(sum(part_sizes(pool, args.perturbation_images).values()), args.size, seed=1),
         pool,
     )
-    model = _baseline_model(args.arch, args.device)
+    model = baseline_model(args.arch, args.device)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         references = _batched_section(work, folder, results)
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = results["model"]["batch"]
     batch_x = torch.stack([work.preprocess(decode_image(d))[0] for d in work.part("load")[:batch]])
     results["precision"] = precision.compare(model, "layer4", batch_x.to(args.device))
-    cases = _memory_cases(args.quick, args.scorecam_layer, _occlusion_options(args), batch)
+    cases = _memory_cases(args.quick, args.scorecam_layer, occlusion_options(args), batch)
     budgets = [int(b) for b in args.memory_budgets.split(",")]
     results["memory"] = peak_memory(args.arch, args.size, cases, budgets, threads)
     results["machine"]["load_average_after"] = os.getloadavg()

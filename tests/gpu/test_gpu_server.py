@@ -1,0 +1,113 @@
+"""A real server on a real port with its models on CUDA: out-of-memory batches split,
+device memory reported, and device memory back to its baseline after mixed traffic."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from camserve.v1 import explain_pb2 as pb
+from camserve.v1 import explain_pb2_grpc
+from camserve_server.runtime import workers
+from server_harness import ServerThread, settings_for, write_test_config
+
+pytestmark = pytest.mark.gpu
+
+MIB = 1 << 20
+# Mixed traffic: light and heavy lanes, gradients and perturbations, with small options.
+MIX: list[tuple[str, dict[str, float]]] = [
+    ("gradcam", {}),
+    ("gradcam++", {}),
+    ("scorecam", {}),
+    ("saliency", {}),
+    ("guided_backprop", {}),
+    ("integrated_gradients", {"steps": 8}),
+    ("smoothgrad", {"samples": 4}),
+    ("occlusion", {"window": 16, "stride": 8}),
+    ("feature_maps", {}),
+]
+
+
+def _picture(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _request(method: str, seed: int, options: dict[str, float]) -> pb.ExplainRequest:
+    values = {name: pb.OptionValue(number=value) for name, value in options.items()}
+    source = pb.ImageInput(encoded=_picture(seed))
+    return pb.ExplainRequest(model="r18", method=method, input=source, options=values)
+
+
+@pytest.fixture
+def server(cuda: torch.device, tmp_path: Path) -> Iterator[ServerThread]:
+    settings = settings_for(write_test_config(tmp_path), devices=str(cuda), max_delay_ms=50.0)
+    with ServerThread(settings) as thread:
+        yield thread
+
+
+def _send_all(address: str, requests: list[pb.ExplainRequest], callers: int) -> list[Any]:
+    with grpc.insecure_channel(address) as channel:
+        stub = explain_pb2_grpc.ExplainServiceStub(channel)
+        with ThreadPoolExecutor(callers) as pool:
+            return list(pool.map(lambda r: stub.Explain(r, timeout=120), requests))
+
+
+def _metric(thread: ServerThread, name: str, labels: dict[str, str]) -> float:
+    assert thread.runtime is not None
+    value = thread.runtime.metrics.registry.get_sample_value(name, labels)
+    return float(value) if value is not None else 0.0
+
+
+def test_an_out_of_memory_batch_splits_and_every_request_is_answered(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = workers.explain
+    sizes: list[int] = []
+
+    def explain(model: Any, method: str, x: torch.Tensor, **kwargs: Any) -> Any:
+        sizes.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(model, method, x, **kwargs)
+
+    monkeypatch.setattr(workers, "explain", explain)
+    requests = [_request("gradcam", seed, {}) for seed in range(8)]
+    replies = _send_all(server.address, requests, callers=8)
+    assert all(len(reply.heatmaps) == 1 for reply in replies)
+    assert max(sizes) > 2, "the requests were batched, so the injected failure ran"
+    labels = {"model": "r18", "method": "gradcam", "kind": "oom"}
+    assert _metric(server, "camserve_batch_failures_total", labels) >= 1
+
+
+def test_device_memory_is_reported_and_returns_to_its_baseline(
+    server: ServerThread, cuda: torch.device
+) -> None:
+    warm_up = [_request(method, 1000 + i, options) for i, (method, options) in enumerate(MIX)]
+    _send_all(server.address, warm_up, callers=4)
+    reported = _metric(server, "camserve_device_memory_bytes", {"device": str(cuda)})
+    assert reported > 0
+    torch.cuda.synchronize(cuda)
+    baseline = torch.cuda.memory_allocated(cuda)
+    traffic = [_request(*_mixed(i)) for i in range(200)]
+    replies = _send_all(server.address, traffic, callers=16)
+    assert len(replies) == 200
+    torch.cuda.synchronize(cuda)
+    after = torch.cuda.memory_allocated(cuda)
+    assert after <= baseline + 8 * MIB, (baseline / MIB, after / MIB)
+
+
+def _mixed(index: int) -> tuple[str, int, dict[str, float]]:
+    method, options = MIX[index % len(MIX)]
+    return method, index, options

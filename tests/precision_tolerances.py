@@ -1,0 +1,47 @@
+"""The tolerances of reduced-precision explanations against float32, stated once.
+
+Measured under bfloat16 autocast on the CPU (the demo model on demo images, a
+seeded random-weight ResNet-18 at 64x64) with about 2.5x margin; docs/methods.md,
+"Precision", gives the figures. The GPU tests hold float16 and bfloat16 on CUDA
+to the same lines (float16 keeps more mantissa bits than bfloat16).
+"""
+
+from __future__ import annotations
+
+OPTIONS: dict[str, dict[str, object]] = {
+    "integrated_gradients": {"steps": 8},
+    "smoothgrad": {"samples": 4},
+    "occlusion": {"window": 16, "stride": 8},
+}
+
+# Max |heatmap_bf16 - heatmap_fp32| on [0, 1] maps; measured maxima (demo, resnet18) in the
+# comments. The CAM family's maps come from bfloat16 activations and gradients.
+HEATMAP_TOLERANCE = {
+    "cam": 0.05,  # 0.012, 0.018
+    "gradcam": 0.05,  # 0.012, 0.018
+    "gradcam++": 0.05,  # 0.009, 0.006
+    "xgradcam": 0.05,  # 0.012, 0.018
+    "hirescam": 0.05,  # 0.012, 0.017
+    "layercam": 0.05,  # 0.008, 0.006
+    "scorecam": 0.05,  # 0.014, 0.021
+    "eigencam": 0.05,  # 0.006, 0.007
+}
+# Activation methods: max |raw_bf16 - raw_fp32| relative to max |raw_fp32| (per-channel
+# min-max heatmaps of near-constant channels amplify rounding, so the values are compared).
+RAW_RELATIVE_TOLERANCE = {
+    "feature_maps": 0.02,  # 0.0064, 0.0070
+    "channel_profile": 0.02,  # 0.0041, 0.0065
+    "embedding": 0.02,  # 0.0045, 0.0072
+    "filters": 0.0,  # the weights themselves
+}
+FLOAT32_METHODS = {
+    "ablationcam",
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "smoothgrad",
+    "guided_backprop",
+    "deconvnet",
+    "guided_gradcam",
+    "occlusion",
+}
