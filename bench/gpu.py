@@ -37,11 +37,13 @@ import torch
 from camserve_server.methods import explain
 from camserve_server.models import ExplainableModel
 from camserve_server.models.imaging import Preprocess, decode_image
+from camserve_server.runtime.precision import exact_float32_on_cuda
 
 from . import baselines
 from .frontend import frontend_rates
-from .gpu_load import GpuSampler, LoadPlan, run_clients
+from .gpu_load import ClientPool, GpuSampler, LoadPlan
 from .gpu_processes import supervised_server
+from .gpu_profile import where_time_goes
 from .gpu_report import markdown, targets
 from .inputs import jpeg_images
 from .latency import cache_pairs
@@ -66,7 +68,7 @@ class Scale:
     forward_batch: int = 64
     clients: int = 4
     callers_per_client: int = 16
-    duration_s: float = 6.0
+    duration_s: float = 4.0
     jpeg_pool: int = 8000
     tensor_pool: int = 1500
     library_requests: int = 48
@@ -95,6 +97,7 @@ class Run:
     scale: Scale
     out: Path
     folder: Path
+    clients: ClientPool
     results: dict[str, Any] = field(default_factory=dict)
     float32_maps: list[np.ndarray] = field(default_factory=list)
 
@@ -193,6 +196,14 @@ def _forward_section(run: Run) -> None:
     run.results["forward_ips"] = figures
 
 
+def _profile_section(run: Run) -> None:
+    if not run.cuda:
+        run.results["time"] = {"skipped": "a CPU run has no device copies to time"}
+        return
+    s = run.scale
+    run.results["time"] = where_time_goes(run.device, s.arch, s.size, run.out)
+
+
 def _served_section(run: Run) -> None:
     """Grad-CAM load on one in-process server, then the single-caller figures on it."""
     s = run.scale
@@ -202,11 +213,11 @@ def _served_section(run: Run) -> None:
     try:
         loads: dict[str, Any] = {}
         warm, clients = run.plan(server.address, "jpeg")
-        run_clients(LoadPlan(**{**warm.__dict__, "duration_s": 1.0, "pool": 64}), 1, seed=99)
+        run.clients.run(LoadPlan(**{**warm.__dict__, "duration_s": 1.0, "pool": 64}), 1, seed=99)
         for kind in ("jpeg", "tensor"):
             plan, clients = run.plan(server.address, kind)
             with GpuSampler() as sampler:
-                loads[kind] = run_clients(plan, clients, seed=len(loads) + 1)
+                loads[kind] = run.clients.run(plan, clients, seed=len(loads) + 1)
             loads[kind]["gpu_util"] = sampler.summary()
         loads["batch_size"] = batch_sizes(server, "gradcam")
         run.results["gradcam_rps"] = loads
@@ -266,11 +277,12 @@ def _library_section(run: Run) -> None:
 
 def _parity_section(run: Run) -> None:
     """Largest heatmap difference between the device and the CPU, same weights and inputs,
-    at the server's default settings (on CUDA: TF32 convolutions as torch sets them)."""
+    at the server's settings (on CUDA: exact float32, TF32 off)."""
     if not run.cuda:
         run.results["parity_max_diff"] = {"skipped": "a CPU run has nothing to compare"}
         return
     s = run.scale
+    exact_float32_on_cuda()
     preprocess = Preprocess(input_size=(s.size, s.size))
     x = torch.stack([preprocess(decode_image(d))[0] for d in run.images(2, seed=53)])
     on = {
@@ -301,7 +313,7 @@ def _precision_section(run: Run) -> None:
         server = start_server(_args(run), run.folder, max_batch_size=64, precision=precision)
         try:
             plan, clients = run.plan(server.address, "jpeg")
-            load = run_clients(plan, clients, seed=7 + len(figures))
+            load = run.clients.run(plan, clients, seed=7 + len(figures))
             _, maps = served_maps(server.address, "gradcam", run.images(8, seed=43), {})
         finally:
             server.stop()
@@ -331,9 +343,9 @@ def _processes_section(run: Run) -> None:
             continue
         with supervised_server(config, count, run.device, run.args.redis_url, extra) as address:
             plan, clients = run.plan(address, "jpeg", clients=s.process_clients)
-            run_clients(LoadPlan(**{**plan.__dict__, "duration_s": 1.0, "pool": 256}), 2, 98)
+            run.clients.run(LoadPlan(**{**plan.__dict__, "duration_s": 1.0, "pool": 256}), 2, 98)
             with GpuSampler() as sampler:
-                load = run_clients(plan, clients, seed=20 + count)
+                load = run.clients.run(plan, clients, seed=20 + count)
         entries.append({
             "n": count,
             "precision": "float16" if run.cuda else "float32",
@@ -355,6 +367,7 @@ def _args(run: Run) -> argparse.Namespace:
 SECTIONS: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("device", _device_section),
     ("forward", _forward_section),
+    ("profile", _profile_section),
     ("served", _served_section),
     ("libraries", _library_section),
     ("processes", _processes_section),
@@ -389,8 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
     chosen = set(args.sections.split(","))
-    with tempfile.TemporaryDirectory() as folder:
-        run = Run(args, Scale.smoke() if args.cpu_smoke else Scale(), args.out, Path(folder))
+    scale = Scale.smoke() if args.cpu_smoke else Scale()
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        ClientPool(max(scale.clients, scale.process_clients)) as clients,
+    ):
+        run = Run(args, scale, args.out, Path(folder), clients)
         run.results["command"] = "python -m bench.gpu " + " ".join(
             sys.argv[1:] if argv is None else argv
         )

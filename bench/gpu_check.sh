@@ -5,6 +5,7 @@
 #   bash bench/gpu_check.sh --cpu-smoke   # the same code paths on the CPU at tiny sizes
 #
 # Writes to $OUT (default ./gpu-out): gpu.json, gpu.md (the table for BENCHMARKS.md),
+# gpu_tests.json (the differences the GPU tests measured), profile.txt,
 # pytest.log and bench.log. Each phase has its own time limit (TEST_LIMIT_S,
 # BENCH_LIMIT_S); a phase that runs out is stopped and the script goes on, and the
 # benchmark rewrites gpu.json after every section, so a run always leaves figures.
@@ -22,8 +23,8 @@ if [ "${1:-}" = "--cpu-smoke" ]; then
 fi
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-./gpu-out}
-TEST_LIMIT_S=${TEST_LIMIT_S:-150}
-BENCH_LIMIT_S=${BENCH_LIMIT_S:-300}
+TEST_LIMIT_S=${TEST_LIMIT_S:-90}
+BENCH_LIMIT_S=${BENCH_LIMIT_S:-330}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 started=$(date +%s)
@@ -71,7 +72,7 @@ trap cleanup EXIT
 
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 say "phase 1: pytest tests/gpu -m gpu (limit ${TEST_LIMIT_S} s)"
-timeout -k 10 "$TEST_LIMIT_S" "$PYTHON" -m pytest tests/gpu -m gpu -p no:cacheprovider \
+GPU_TEST_FIGURES="$OUT/gpu_tests.json" timeout -k 10 "$TEST_LIMIT_S" "$PYTHON" -m pytest tests/gpu -m gpu -p no:cacheprovider \
   -o addopts="-ra --strict-markers" --durations=15 2>&1 | tee "$OUT/pytest.log"
 tests_status=${PIPESTATUS[0]}
 say "phase 1 ended with $tests_status"

@@ -1,9 +1,10 @@
 """Fresh-image Grad-CAM load from several client processes, and the GPU's busy share.
 
 One Python client process cannot send requests as fast as a GPU explains them,
-so the load comes from ``clients`` processes (spawned: no fork after gRPC or
-CUDA started), each with ``concurrency`` asyncio callers, for ``duration_s``
-seconds. Every request is a cache miss on an image never sent before:
+so the load comes from ``clients`` processes of a ``ClientPool`` (spawned once:
+no fork after gRPC or CUDA started), each with ``concurrency`` asyncio callers,
+for ``duration_s`` seconds, all starting once every one has built its requests.
+Every request is a cache miss on an image never sent before:
 
 - ``jpeg``: a pool of distinct JPEG pictures, each request's bytes made unique
   by a counter after the JPEG end marker. Decoders stop at the marker, so the
@@ -134,26 +135,59 @@ async def _drive(plan: LoadPlan, requests: list[bytes]) -> ClientFigures:
     return figures
 
 
-def _client(plan: LoadPlan, seed: int, ready: Any, go: Any) -> ClientFigures:
+_started: Any = None  # per client process: the count of clients ready, and the start signal
+_go: Any = None
+
+
+def _init_client(started: Any, go: Any) -> None:
+    global _started, _go
+    _started, _go = started, go
+
+
+def _client(plan: LoadPlan, seed: int) -> ClientFigures:
     requests = fresh_requests(plan, seed)
-    ready.wait()  # every client has built its requests
-    go.wait()
+    with _started.get_lock():
+        _started.value += 1
+    _go.wait()  # every client has built its requests
     return asyncio.run(_drive(plan, requests))
 
 
-def run_clients(plan: LoadPlan, clients: int, seed: int = 0) -> dict[str, Any]:
-    """Drive ``plan`` from ``clients`` processes at once; the merged figures."""
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        ready, go = manager.Barrier(clients + 1), manager.Event()
-        with context.Pool(clients) as pool:
-            pending = pool.starmap_async(
-                _client, [(plan, seed * 1000 + c, ready, go) for c in range(clients)]
-            )
-            ready.wait(timeout=600)
-            go.set()
-            runs: list[ClientFigures] = pending.get(timeout=plan.duration_s + 600)
-    return merge(runs, plan, clients)
+class ClientPool:
+    """Client processes, spawned once for a whole benchmark run (each spawn imports the
+    benchmark and torch again), started together on every load."""
+
+    def __init__(self, size: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.size = size
+        self._started = context.Value("i", 0)
+        self._go = context.Event()
+        self._pool = context.Pool(size, _init_client, (self._started, self._go))
+
+    def __enter__(self) -> ClientPool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+    def run(self, plan: LoadPlan, clients: int, seed: int = 0) -> dict[str, Any]:
+        """Drive ``plan`` from ``clients`` of the processes at once; the merged figures."""
+        if clients > self.size:
+            raise ValueError(f"{clients} clients asked of a pool of {self.size}")
+        self._go.clear()
+        with self._started.get_lock():
+            self._started.value = 0
+        pending = self._pool.starmap_async(
+            _client, [(plan, seed * 1000 + c) for c in range(clients)]
+        )
+        deadline = time.monotonic() + 600
+        while self._started.value < clients and not pending.ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the clients did not build their requests in 600 s")
+            time.sleep(0.05)
+        self._go.set()
+        runs: list[ClientFigures] = pending.get(timeout=plan.duration_s + 600)
+        return merge(runs, plan, clients)
 
 
 def merge(runs: list[ClientFigures], plan: LoadPlan, clients: int) -> dict[str, Any]:

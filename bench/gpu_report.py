@@ -136,6 +136,13 @@ def markdown(r: dict[str, Any]) -> str:
         + ", ".join(f"{k} {_fmt(v, 5) if not isinstance(v, str) else v}" for k, v in parity.items())
         + " | |"
     )
+    timing = r.get("time") or {}
+    lines.append(
+        "| engine alone, no server | "
+        + ", ".join(f"{k.removesuffix('_ms')} {_fmt(v, 2)} ms" for k, v in timing.items()
+                    if isinstance(v, int | float))
+        + " | |"
+    )  # fmt: skip
     peak = r.get("peak_memory_bytes")
     lines.append(f"| peak device memory | {_fmt(peak / 2**20 if peak else None)} MiB | |")
     lines += ["", "| target | value | line | met |", "|---|---|---|---|"]

@@ -32,7 +32,7 @@ from .rpc.interceptors import AuthInterceptor, ErrorInterceptor
 from .runtime.batcher import Batcher, GroupKey
 from .runtime.cache import TieredCache, build_cache
 from .runtime.metrics import Metrics
-from .runtime.precision import autocast_dtype
+from .runtime.precision import autocast_dtype, exact_float32_on_cuda
 from .runtime.workers import DeviceWorker
 from .service import ExplainService
 from .servicer import ExplainServicer
@@ -120,6 +120,8 @@ def build_runtime(settings: Settings) -> Runtime:
     metrics = Metrics()
     devices = resolve_devices(settings.devices)
     autocast = autocast_dtype(settings.precision, devices)  # refuses float16 on a CPU
+    if any(device.type == "cuda" for device in devices):
+        exact_float32_on_cuda()
     specs: tuple[ModelSpec, ...] = settings.models or (demo_model_spec(),)
     budget = settings.memory_budget_mb * (1 << 20)
     models = {

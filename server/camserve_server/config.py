@@ -66,7 +66,7 @@ class Settings:
     heavy_batch_size: int = 2
     queue_size: int = 512
     devices: str = "auto"
-    memory_budget_mb: int = 1024
+    memory_budget_mb: int = 0
     channels_last: str = "true"
     precision: str = "float32"
     max_message_bytes: int = 32 * MIB
@@ -115,7 +115,8 @@ _HELP = {
     "heavy_batch_size": "batch size cap of perturbation-heavy methods (scorecam, occlusion...)",
     "queue_size": "requests waiting at most; beyond, RESOURCE_EXHAUSTED",
     "devices": "'auto' (every CUDA GPU, else the CPU), 'cpu', or e.g. 'cuda:0,cuda:1'",
-    "memory_budget_mb": "device memory one batch may use; perturbation chunks are sized to it",
+    "memory_budget_mb": "device memory one batch may use; perturbation chunks are sized to "
+    "it (0: 1024 on a CPU, an eighth of a GPU's memory)",
     "channels_last": "run convolutions in NHWC memory format (true/false; faster on CPUs and GPUs)",
     "precision": "float32, bfloat16 or float16 (CUDA only): autocast dtype of explanation passes",
     "max_message_bytes": "largest request or reply message",

@@ -7,9 +7,25 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 
+import torch
+
 from ..models import ExplainableModel
 
 MAX_ROWS_PER_PASS = 256
+CPU_BUDGET_BYTES = 1 << 30
+GPU_BUDGET_SHARE = 8  # an eighth of a GPU's memory
+
+
+def memory_budget(configured_bytes: int, device: torch.device) -> int:
+    """The bytes one batch may use on ``device``: ``configured_bytes`` when positive, else
+    1 GiB on a CPU and an eighth of a GPU's memory (17.5 GiB on an H200), so that a GPU's
+    perturbation and path chunks are large enough to keep it busy."""
+    if configured_bytes > 0:
+        return configured_bytes
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory // GPU_BUDGET_SHARE)
+    return CPU_BUDGET_BYTES
+
 
 _local = threading.local()
 

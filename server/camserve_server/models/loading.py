@@ -29,6 +29,7 @@ from torch import nn
 from ..config import ModelSpec
 from ..errors import InvalidArgument
 from ..methods import METHODS
+from ..methods.chunking import memory_budget
 from .explainable import ExplainableModel
 from .exported import load_exported
 from .forward_only import ForwardOnlyClassifier
@@ -66,7 +67,9 @@ def load_model(
     *,
     channels_last: bool = False,
 ) -> LoadedModel:
-    """Build ``spec`` once per device and work out which methods it supports."""
+    """Build ``spec`` once per device and work out which methods it supports.
+
+    ``memory_budget_bytes`` 0 (or less) sizes each replica's budget to its device."""
     labels = _read_labels(spec)
     digest = _weights_digest(spec)
     fmt = model_format(spec)
@@ -80,7 +83,7 @@ def load_model(
             labels=labels,
             default_layer=spec.default_layer,
             device=device,
-            memory_budget_bytes=memory_budget_bytes,
+            memory_budget_bytes=memory_budget(memory_budget_bytes, device),
             layer_access=fmt in ("torch", "exported"),
             channels_last=channels_last,
         )

@@ -28,6 +28,7 @@ from ..methods.chunking import between_chunks
 from ..models import ExplainableModel
 from .batcher import Batcher, GroupKey, WorkItem
 from .device_slot import DeviceSlot, Priority
+from .host_copy import to_host
 from .intra_op import HEAD_ONLY_THREADS, intra_op_threads, team_size
 from .metrics import Metrics
 from .precision import mixed_precision
@@ -258,23 +259,38 @@ class DeviceWorker:
 
     @staticmethod
     def _unpack(result: BatchResult, items: list[WorkItem]) -> list[ItemResult]:
-        outcomes = []
+        """Every sample's answer on the CPU, copied from the device in one transfer per dtype."""
         values_only = not get_method(result.method).uses_targets
+        wanted: list[torch.Tensor | None] = []
         for item, sample in zip(items, result.samples, strict=True):
-            heat = sample.heatmaps.detach().float().cpu() if sample.heatmaps is not None else None
             keep_raw = item.want_raw or values_only
-            raw = sample.raw.detach().float().cpu() if keep_raw and sample.raw is not None else None
+            wanted += [
+                None if sample.heatmaps is None else sample.heatmaps.float(),
+                sample.raw.float() if keep_raw and sample.raw is not None else None,
+                sample.logits.float(),
+                sample.targets,
+                sample.empty,
+                sample.channels,
+                *(values.float() for values in sample.metrics.values()),
+            ]
+        host = iter(to_host(wanted))
+        outcomes = []
+        for item, sample in zip(items, result.samples, strict=True):
+            heat, raw, logits, targets, empty, channels = (next(host) for _ in range(6))
+            assert logits is not None and targets is not None and empty is not None
+            metrics = {name: next(host) for name in sample.metrics}
+            values = {k: t.tolist() for k, t in metrics.items() if t is not None}
             outcomes.append(
                 ItemResult(
-                    targets=[int(t) for t in sample.targets.tolist()],
+                    targets=[int(t) for t in targets.tolist()],
                     heatmaps=heat,
                     raw=raw,
-                    empty=[bool(e) for e in sample.empty.tolist()],
-                    logits=sample.logits.detach().float().cpu(),
+                    empty=[bool(e) for e in empty.tolist()],
+                    logits=logits,
                     layer=result.layer,
                     variant=result.variant,
-                    metrics={k: [float(v) for v in t.tolist()] for k, t in sample.metrics.items()},
-                    channels=None if sample.channels is None else sample.channels.tolist(),
+                    metrics=values,
+                    channels=None if channels is None else channels.tolist(),
                     cache_hit=item.cached is not None,
                 )
             )
@@ -285,11 +301,15 @@ class DeviceWorker:
             return
         if not get_method(items[0].group.method).caches_layer:
             return
-        for i, item in enumerate(items):
-            if item.cached is None and item.cache_key is not None:
-                self.cache_writer(
-                    item.cache_key, result.activations[i].detach().cpu(), result.logits[i].cpu()
-                )
+        rows = [i for i, item in enumerate(items) if item.cached is None and item.cache_key]
+        if not rows:
+            return
+        activations, logits = to_host([result.activations, result.logits])
+        assert activations is not None and logits is not None
+        for i in rows:
+            key = items[i].cache_key
+            assert key is not None
+            self.cache_writer(key, activations[i], logits[i])
 
 
 def _head_only(items: list[WorkItem], model: ExplainableModel) -> bool:
