@@ -193,6 +193,11 @@ def _forward_section(run: Run) -> None:
             figures["float16"] = baselines.forward_throughput(
                 nhwc, s.forward_batch, s.size, repeats=10
             )
+        torch.backends.cudnn.allow_tf32 = True  # torch's own default, for comparison
+        figures["channels_last_tf32"] = baselines.forward_throughput(
+            nhwc, s.forward_batch, s.size, repeats=10
+        )
+        exact_float32_on_cuda()
     run.results["forward_ips"] = figures
 
 
@@ -282,7 +287,6 @@ def _parity_section(run: Run) -> None:
         run.results["parity_max_diff"] = {"skipped": "a CPU run has nothing to compare"}
         return
     s = run.scale
-    exact_float32_on_cuda()
     preprocess = Preprocess(input_size=(s.size, s.size))
     x = torch.stack([preprocess(decode_image(d))[0] for d in run.images(2, seed=53)])
     on = {
@@ -400,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu_smoke:
         args.device = "cpu"
     _stop_on_sigterm()
+    exact_float32_on_cuda()  # what a server on CUDA sets: every float32 figure is exact
     args.out.mkdir(parents=True, exist_ok=True)
     chosen = set(args.sections.split(","))
     scale = Scale.smoke() if args.cpu_smoke else Scale()

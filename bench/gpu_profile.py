@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from camserve_server.methods import explain
+from camserve_server.methods.chunking import memory_budget
 from camserve_server.models import ExplainableModel
 
 from .run import baseline_model
@@ -40,7 +41,10 @@ def where_time_goes(device_name: str, arch: str, size: int, out: Path) -> dict[s
     tiny = torch.ones(4, device=device)
     round_trip = _synchronised_ms(device, tiny.cpu, repeats=200)
     model = ExplainableModel(
-        baseline_model(arch, device_name), input_size=(size, size), channels_last=True
+        baseline_model(arch, device_name),
+        input_size=(size, size),
+        channels_last=True,
+        memory_budget_bytes=memory_budget(0, device),  # the server's default
     )
     x = torch.randn(BATCH, 3, size, size, device=device)
 

@@ -100,7 +100,8 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| model's own forward, batch {_fmt(forward.get('batch'))} | "
         f"{_fmt(forward.get('float32'))} img/s | channels_last "
-        f"{_fmt(forward.get('channels_last'))}, float16 {_fmt(forward.get('float16'))} |",
+        f"{_fmt(forward.get('channels_last'))}, float16 {_fmt(forward.get('float16'))}, "
+        f"channels_last with TF32 {_fmt(forward.get('channels_last_tf32'))} |",
         _load_row("served Grad-CAM, JPEG", _get(r, "gradcam_rps", "jpeg")),
         _load_row("served Grad-CAM, tensor", _get(r, "gradcam_rps", "tensor")),
         f"| mean batch size | {_fmt(_get(r, 'gradcam_rps', 'batch_size', 'mean'), 1)} | |",

@@ -53,19 +53,19 @@ FLOAT32_METHODS = {
 CUDA_BFLOAT16_HEATMAP_TOLERANCE = {
     "cam": 0.1,  # 0.059
     "gradcam": 0.1,  # 0.059
-    "gradcam++": 0.25,  # 0.157
+    "gradcam++": 0.25,  # 0.157, 0.167
     "xgradcam": 0.1,  # 0.059
     "hirescam": 0.1,  # 0.059
     "layercam": 0.16,  # 0.098
-    "scorecam": 0.1,  # within 0.05
-    "eigencam": 0.1,  # within 0.05
+    "scorecam": 0.1,  # 0.039
+    "eigencam": 0.1,  # 0
 }
 CUDA_BFLOAT16_RAW_RELATIVE_TOLERANCE = {
-    "feature_maps": 0.07,  # 0.041
-    "channel_profile": 0.05,  # 0.032
-    "embedding": 0.05,  # 0.032
+    "feature_maps": 0.07,  # 0.041, 0.043
+    "channel_profile": 0.06,  # 0.032, 0.036
+    "embedding": 0.06,  # 0.032, 0.036
     "filters": 0.0,  # the weights themselves
 }
-# Methods that switch autocast off compute in float32 either way; on CUDA two float32 runs
-# differ where atomic adds sum gradients in another order (integrated gradients: 2.4e-4).
-CUDA_FLOAT32_METHODS_TOLERANCE = 1e-3
+# Methods that switch autocast off compute in float32 either way: on an H200 with TF32 off
+# they matched their float32 runs to 7.8e-7.
+CUDA_FLOAT32_METHODS_TOLERANCE = 1e-5
