@@ -22,10 +22,11 @@ from grpc_reflection.v1alpha import reflection
 from camserve.v1 import explain_pb2, explain_pb2_grpc, imagesets_pb2, imagesets_pb2_grpc
 
 from .config import ModelSpec, Settings
+from .errors import FailedPrecondition
 from .imagesets.service import ImageSetService
 from .imagesets.servicer import ImageSetServicer
 from .jobs.servicer import add_visualize_service
-from .methods import get_method
+from .methods import METHODS, get_method
 from .models import ExplainableModel
 from .models.loading import LoadedModel, load_model
 from .rpc.interceptors import AuthInterceptor, ErrorInterceptor
@@ -128,7 +129,8 @@ def build_runtime(settings: Settings) -> Runtime:
         spec.name: load_model(spec, devices, budget, channels_last=settings.use_channels_last)
         for spec in specs
     }
-    cache = build_cache(settings, observer=metrics)
+    metrics.known_names(models, METHODS)
+    cache = build_cache(settings, observer=metrics, models=models.values())
 
     def batch_limit(group: GroupKey) -> int:
         if get_method(group.method).heavy:
@@ -195,7 +197,9 @@ async def build_server(
     runtime = build_runtime(settings)
     interceptors: list[aio.ServerInterceptor] = []
     if settings.auth_enabled:
-        interceptors.append(AuthInterceptor(settings.auth_tokens))
+        interceptors.append(
+            AuthInterceptor(settings.auth_tokens, open_reflection=settings.reflection_without_auth)
+        )
     interceptors.append(ErrorInterceptor(runtime.metrics))
     server = aio.server(
         interceptors=interceptors, options=channel_options(settings, reuse_port=reuse_port)
@@ -221,12 +225,15 @@ async def build_server(
     )
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot bind {address}")
+        raise FailedPrecondition(f"cannot listen on {address} (--port): in use or not local")
     await server.start()
     runtime.start_workers()
     await runtime.warm_up()

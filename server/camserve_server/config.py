@@ -61,6 +61,7 @@ class Settings:
     cache_bytes: int = 512 * MIB
     cache_ttl_s: int = 3600
     cache_max_value_bytes: int = 16 * MIB
+    cache_secret: str | None = field(default=None, repr=False)  # a secret: never printed
     max_batch_size: int = 32
     max_delay_ms: float = 5.0
     heavy_batch_size: int = 2
@@ -82,6 +83,7 @@ class Settings:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     auth_tokens: tuple[str, ...] = ()
+    reflection_without_auth: bool = False
     max_connection_age_s: float = 300.0
     grace_period_s: float = 20.0
     log_level: str = "INFO"
@@ -110,6 +112,8 @@ _HELP = {
     "cache_bytes": "bytes the in-process activation cache may hold",
     "cache_ttl_s": "seconds a cached activation lives",
     "cache_max_value_bytes": "largest activation written to Redis",
+    "cache_secret": "HMAC key (16 bytes or more) signing Redis cache entries; unsigned or "
+    "badly signed entries are not served (prefer CAMSERVE_CACHE_SECRET: flags show in ps)",
     "max_batch_size": "most requests one batch may carry",
     "max_delay_ms": "longest a request waits for its batch to fill",
     "heavy_batch_size": "batch size cap of perturbation-heavy methods (scorecam, occlusion...)",
@@ -133,6 +137,8 @@ _HELP = {
     "tls_key": "PEM server private key",
     "tls_client_ca": "PEM CA bundle; when set, clients must present a certificate (mTLS)",
     "auth_tokens": "comma-separated bearer tokens; when set, calls must carry one",
+    "reflection_without_auth": "serve reflection without a token when auth is on (true/false; "
+    "default false: reflection tells anyone the whole API)",
     "max_connection_age_s": "seconds before a client connection is asked to reconnect",
     "grace_period_s": "seconds in-flight calls may finish after SIGTERM",
     "log_level": "logging level",
@@ -215,6 +221,10 @@ def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     if value is None:
         return None
+    if name == "auth_tokens":
+        return _auth_tokens(value)
+    if kind == "bool":
+        return _flag(name, value)
     try:
         if kind == "int":
             return int(value)
@@ -226,3 +236,28 @@ def _coerce(name: str, value: Any) -> Any:
     except ValueError:
         raise InvalidArgument(f"setting {name} must be a {kind}, got {value!r}") from None
     return value
+
+
+def _auth_tokens(value: Any) -> tuple[str, ...]:
+    """The bearer tokens. A setting that is given but names none is refused: quietly
+    serving without auth is what a blank Secret or a stray comma would otherwise do."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    tokens = tuple(str(item).strip() for item in items if str(item).strip())
+    if not tokens:
+        raise InvalidArgument(
+            f"auth_tokens is set but names no token (got {value!r}): give comma-separated "
+            "bearer tokens, or leave it unset to serve without auth"
+        )
+    return tokens
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A true/false setting; flags and variables arrive as text, where "false" is truthy."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"setting {name} must be true or false, got {value!r}")

@@ -10,7 +10,9 @@ sets only through Redis, so ``redis_url`` is required. Metrics of every process
 are summed on the supervisor's one endpoint (Prometheus multiprocess mode).
 SIGTERM drains every process; if one dies, the supervisor stops the rest and
 exits non-zero so that the orchestrator restarts the whole pod; if the
-supervisor itself is killed, Linux sends each process SIGTERM.
+supervisor itself is killed, Linux sends each process SIGTERM. A process that
+cannot start (weights that do not load, say) tells the supervisor why, and the
+supervisor says it once, as one start-up failure, rather than N tracebacks.
 """
 
 from __future__ import annotations
@@ -23,22 +25,25 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
+from multiprocessing.queues import SimpleQueue
 from pathlib import Path
 from types import FrameType
 
 from .config import Settings
-from .errors import InvalidArgument
+from .errors import CamserveError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 POLL_S = 0.2
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+START_FAILED = 2  # a process's exit code when it could not start: its reason is on the queue
 
 
 def check_processes(settings: Settings) -> None:
@@ -70,8 +75,10 @@ def reserved_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def _serve_one(settings: Settings, supervisor: int) -> None:
-    """A child process: one whole server on the shared port; its metrics go to the files."""
+def _serve_one(settings: Settings, supervisor: int, failures: SimpleQueue[str]) -> None:
+    """A child process: one whole server on the shared port; its metrics go to the files.
+
+    Why it could not start goes to ``failures`` for the supervisor to report once."""
     import asyncio
 
     from .__main__ import serve
@@ -81,7 +88,11 @@ def _serve_one(settings: Settings, supervisor: int) -> None:
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s",
     )
-    asyncio.run(serve(settings, reuse_port=True))
+    try:
+        asyncio.run(serve(settings, reuse_port=True))
+    except CamserveError as exc:
+        failures.put(str(exc))
+        sys.exit(START_FAILED)
 
 
 def _stop_with_parent(supervisor: int) -> None:
@@ -103,9 +114,13 @@ class Supervisor:
         self.settings = settings
         self.children: list[BaseProcess] = []
         self.stopping = False
+        self.failure: str | None = None  # why a process could not start
 
     def run(self) -> int:
-        """Serve until signalled (0) or until a process dies (1)."""
+        """Serve until signalled (0) or until a process dies (1).
+
+        A process that could not start raises its reason as a ``CamserveError``, as a
+        single server would."""
         check_processes(self.settings)
         own_dir = METRICS_DIR_ENV not in os.environ
         if own_dir:
@@ -115,15 +130,20 @@ class Supervisor:
             stale.unlink()
         try:
             with reserved_port(self.settings.host, self.settings.port) as port:
-                return self._serve(port, metrics_dir)
+                code = self._serve(port, metrics_dir)
         finally:
             if own_dir:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
                 del os.environ[METRICS_DIR_ENV]
+        if self.failure is not None:
+            raise CamserveError(self.failure)
+        return code
 
     def _serve(self, port: int, metrics_dir: str) -> int:
         child = replace(self.settings, port=port, processes=1, metrics_port=-1)
         context = multiprocessing.get_context("spawn")  # never fork a process that ran gRPC
+        self._start_metrics(metrics_dir)  # before any process: a port in use stops here
+        failures: SimpleQueue[str] = context.SimpleQueue()
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -132,34 +152,35 @@ class Supervisor:
                 if self.stopping:
                     break
                 process = context.Process(
-                    target=_serve_one, args=(child, os.getpid()), name=f"camserve-{index}"
+                    target=_serve_one,
+                    args=(child, os.getpid(), failures),
+                    name=f"camserve-{index}",
                 )
                 process.start()
                 self.children.append(process)
-            self._start_metrics(metrics_dir)
             host = self.settings.host
             print(
                 f"camserve supervising {len(self.children)} processes on {host}:{port}", flush=True
             )
-            return self._watch(metrics_dir)
+            return self._watch(metrics_dir, failures)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            failures.close()
 
     def _start_metrics(self, metrics_dir: str) -> None:
+        """The one metrics endpoint, summing every process's files; it reads them per scrape,
+        so it starts before the processes do."""
         if self.settings.metrics_port < 0:
             return
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
+
+        from .__main__ import start_metrics
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-        server, _ = start_http_server(
-            self.settings.metrics_port, addr=self.settings.metrics_host, registry=registry
-        )
-        log.info(
-            "metrics of every process on %s:%d", self.settings.metrics_host, server.server_port
-        )
+        start_metrics(self.settings, registry)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
@@ -167,16 +188,19 @@ class Supervisor:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
 
-    def _watch(self, metrics_dir: str) -> int:
+    def _watch(self, metrics_dir: str, failures: SimpleQueue[str]) -> int:
         from prometheus_client import multiprocess
 
         code = 0
         while any(process.is_alive() for process in self.children):
             for process in self.children:
                 if process.exitcode is not None and not self.stopping:
-                    log.error(
-                        "%s exited with %s: stopping the others", process.name, process.exitcode
-                    )
+                    if failures.empty():  # else a start-up failure, which ``run`` reports
+                        log.error(
+                            "%s exited with %s: stopping the others",
+                            process.name,
+                            process.exitcode,
+                        )
                     code = 1
                     self._on_signal(signal.SIGTERM, None)
             time.sleep(POLL_S)
@@ -186,4 +210,6 @@ class Supervisor:
                 multiprocess.mark_process_dead(process.pid, metrics_dir)  # type: ignore[no-untyped-call]
             if process.exitcode not in (0, None) and not self.stopping:
                 code = 1
+        if not failures.empty():
+            self.failure = failures.get()
         return code

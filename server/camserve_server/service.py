@@ -32,6 +32,13 @@ from .models.imaging import (
     validate_tensor,
 )
 from .models.loading import LoadedModel
+from .reply_size import (
+    DEFAULT_OUTPUT_SIDE,
+    check_reply_fits,
+    default_output_size,
+    reply_bytes,
+    unique_classes,
+)
 from .runtime.batcher import Batcher, GroupKey, WorkItem
 from .runtime.cache import CachedActivation, TieredCache, cache_key, image_key
 from .runtime.intra_op import HEAD_ONLY_THREADS, intra_op_threads, team_size
@@ -180,12 +187,15 @@ class ExplainService:
                 f"its methods: {choices(loaded.methods)}"
             )
         options = parse_options(method.id, method.options, query.options)
-        if len(query.classes) > MAX_TARGETS or query.top_k > MAX_TARGETS:
+        classes = unique_classes(tuple(query.classes))
+        if len(classes) > MAX_TARGETS or query.top_k > MAX_TARGETS:
             raise InvalidArgument(f"at most {MAX_TARGETS} targets per request")
-        target = TargetRequest(classes=tuple(query.classes), top_k=query.top_k)
+        target = TargetRequest(classes=classes, top_k=query.top_k)
         validate_targets([target], loaded.primary.num_classes)
         if query.dtype not in HEATMAP_DTYPES:
             raise InvalidArgument(f"heatmap dtype must be one of {', '.join(HEATMAP_DTYPES)}")
+        if method.uses_targets:
+            self._check_reply_size(loaded, method, query, len(classes) or query.top_k or 1)
         layer = None
         if method.uses_layer and (query.layer or not method.own_default_layer):
             layer = loaded.primary.resolve_layer(query.layer)
@@ -244,6 +254,23 @@ class ExplainService:
             "total_ms": (time.perf_counter() - started) * 1e3,
         }
         return answer
+
+    def _check_reply_size(
+        self, loaded: LoadedModel, method: Method, query: ExplainQuery, targets: int
+    ) -> None:
+        """Refuse, before any work, a request whose heatmaps cannot fit in one reply. The
+        picture's header is read only when the capped default size could be too large."""
+        attributions = method.family in ("gradient", "perturbation")
+        raw_input = loaded.primary.input_size if query.return_raw and attributions else None
+        limit = self.settings.max_message_bytes
+        if query.out_size is not None:
+            output = query.out_size
+        else:
+            largest = (DEFAULT_OUTPUT_SIDE, DEFAULT_OUTPUT_SIDE)
+            if reply_bytes(targets, largest, query.dtype, raw_input) <= limit:
+                return
+            output = _output_size(query.source, self.settings.max_image_pixels)
+        check_reply_fits(reply_bytes(targets, output, query.dtype, raw_input), limit)
 
     def filters(self, model: str, layer: str | None) -> tuple[str, np.ndarray]:
         """A convolution's weights ``(K, C, kh, kw)``; the first convolution by default."""
@@ -340,7 +367,8 @@ class ExplainService:
         heatmaps: list[np.ndarray] = []
         if result.heatmaps is not None and get_method(query.method).uses_targets:
             if prepared.placement is not None:
-                placed = place_heatmap(result.heatmaps, prepared.placement, query.out_size)
+                out_size = query.out_size or default_output_size(prepared.placement.original_size)
+                placed = place_heatmap(result.heatmaps, prepared.placement, out_size)
             elif query.out_size is not None:
                 placed = torch.nn.functional.interpolate(
                     result.heatmaps[:, None],
@@ -428,11 +456,21 @@ def _small_answer(query: ExplainQuery, prepared: _Prepared, result: ItemResult) 
     if query.out_size is not None:
         height, width = query.out_size
     elif prepared.placement is not None:
-        height, width = prepared.placement.original_size
+        height, width = default_output_size(prepared.placement.original_size)
     else:
         height, width = int(prepared.x.shape[-2]), int(prepared.x.shape[-1])
     maps = len(result.targets) * (2 if query.return_raw else 1)
     return height * width * maps <= INLINE_ANSWER_PIXELS
+
+
+def _output_size(source: ImageSource, max_pixels: int) -> tuple[int, int]:
+    """The heatmaps' default size for ``source``: its picture's (header only), capped, or a
+    tensor's own."""
+    if source.encoded is not None:
+        return default_output_size(image_size(source.encoded, max_pixels=max_pixels))
+    if source.tensor is not None and source.tensor.ndim >= 2:
+        return int(source.tensor.shape[-2]), int(source.tensor.shape[-1])
+    raise InvalidArgument(NO_IMAGE)
 
 
 def _hashable(value: Any) -> Any:

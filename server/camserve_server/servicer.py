@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 from grpc import aio
 
 from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
 
-from .errors import InvalidArgument
+from .errors import CamserveError, InvalidArgument
 from .methods import METHODS
 from .rpc.interceptors import monotonic_deadline, status_of
 from .runtime.metrics import Metrics
 from .service import ExplainAnswer, ExplainQuery, ExplainService, ImageSource
+
+T = TypeVar("T")
+R = TypeVar("R", bound=Message)
 
 _DTYPES = {
     pb.DTYPE_UNSPECIFIED: "float32",
@@ -126,6 +131,68 @@ def to_response(request_id: str, answer: ExplainAnswer) -> pb.ExplainResponse:
     )
 
 
+def embed_response(answer: ExplainAnswer) -> pb.EmbedResponse:
+    """An embedding answer as an ``EmbedResponse``."""
+    assert answer.values is not None
+    vector = answer.values.astype(np.float32)
+    return pb.EmbedResponse(
+        vector=tensors.to_proto(vector), layer=answer.layer, dim=int(vector.size)
+    )
+
+
+def activations_response(profile_only: bool, answer: ExplainAnswer) -> pb.ActivationsResponse:
+    """A feature-map or channel-profile answer as an ``ActivationsResponse``."""
+    assert answer.values is not None
+    reply = pb.ActivationsResponse(layer=answer.layer)
+    if profile_only:
+        reply.profile.CopyFrom(tensors.to_proto(answer.values.astype(np.float32)))
+    else:
+        maps = answer.values.astype(np.float32)
+        reply.maps.CopyFrom(tensors.to_proto(maps))
+        reply.channels.extend(answer.channels or [])
+        reply.profile.CopyFrom(tensors.to_proto(maps.mean(axis=(1, 2)).astype(np.float32)))
+    return reply
+
+
+class ReplyTooLarge(CamserveError):
+    """A reply larger than the server may send (``--max-message-bytes``)."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+def array_bytes(answer: ExplainAnswer) -> int:
+    """The bytes of an answer's arrays as they go on the wire: nearly all of its reply."""
+    total = sum(int(h.nbytes) for h in answer.heatmaps)
+    total += sum(int(r.size) * 4 for r in answer.raw or [])  # sent as float32
+    if answer.values is not None:
+        total += int(answer.values.size) * 4
+    return total
+
+
+def within_limit(reply: R, answer: ExplainAnswer, limit: int) -> R:
+    """``reply``, or ``ReplyTooLarge`` when it is over ``limit`` bytes.
+
+    grpc would fail such a call only after the handler returned: the caller would get
+    RESOURCE_EXHAUSTED while the metrics said OK, and on a stream every other answer
+    would be lost with it. The exact size is a full encode (upb), so it is computed only
+    when the arrays come near the limit; the rest of a reply is a few kilobytes.
+    """
+    if array_bytes(answer) * 2 < limit:
+        return reply
+    size = reply.ByteSize()
+    if size > limit:
+        raise ReplyTooLarge(
+            f"the reply would be {size} bytes, over the server's limit of {limit} "
+            "(--max-message-bytes): ask for less (a smaller output size or dtype, "
+            "fewer targets or channels, no raw maps)"
+        )
+    return reply
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[misc,unused-ignore]
     """The RPC surface of ``ExplainService``."""
 
@@ -133,27 +200,42 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
         self.service = service
         self.metrics = metrics
 
-    async def _timed(self, model: str, method: str, work: Any) -> Any:
+    async def _timed(
+        self, model: str, method: str, deadline: float | None, work: Awaitable[T]
+    ) -> T:
+        """Await ``work``, recording its latency under the status the caller gets: the
+        error's, DEADLINE_EXCEEDED or CANCELLED when grpc cancelled the handler because the
+        call ended, and DEADLINE_EXCEEDED for a reply made too late, which grpc drops."""
         started = time.perf_counter()
-        code = "OK"
+        code = grpc.StatusCode.OK
         self.metrics.inflight.inc()
         try:
-            return await work
+            reply = await work
+            if _passed(deadline):
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+            return reply
+        except asyncio.CancelledError:
+            passed = _passed(deadline)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if passed else grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:
-            code = status_of(exc)[0].name
+            code = status_of(exc)[0]
             raise
         finally:
             self.metrics.inflight.dec()
-            self.metrics.request_latency.labels(model, method, code).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.observe_request(model, method, code.name, time.perf_counter() - started)
+
+    async def _answer(self, query: ExplainQuery, build: Callable[[ExplainAnswer], R]) -> R:
+        """The reply ``build`` makes of the query's answer, refused when too large to send."""
+        answer = await self.service.explain(query)
+        return within_limit(build(answer), answer, self.service.settings.max_message_bytes)
 
     async def Explain(
         self, request: pb.ExplainRequest, context: aio.ServicerContext
     ) -> pb.ExplainResponse:
         query = to_query(request, monotonic_deadline(context))
-        answer = await self._timed(request.model, query.method, self.service.explain(query))
-        return to_response(request.request_id, answer)
+        reply = self._answer(query, functools.partial(to_response, request.request_id))
+        return await self._timed(request.model, query.method, query.deadline, reply)
 
     async def ExplainStream(
         self, requests: AsyncIterator[pb.ExplainRequest], context: aio.ServicerContext
@@ -162,13 +244,15 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
         replies: asyncio.Queue[pb.ExplainStreamResponse | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
 
+        def in_stream(request_id: str, answer: ExplainAnswer) -> pb.ExplainStreamResponse:
+            response = to_response(request_id, answer)
+            return pb.ExplainStreamResponse(request_id=request_id, response=response)
+
         async def answer_one(request: pb.ExplainRequest) -> None:
             try:
                 query = to_query(request, deadline)
-                answer = await self._timed(request.model, query.method, self.service.explain(query))
-                reply = pb.ExplainStreamResponse(
-                    request_id=request.request_id, response=to_response(request.request_id, answer)
-                )
+                work = self._answer(query, functools.partial(in_stream, request.request_id))
+                reply = await self._timed(request.model, query.method, deadline, work)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -180,13 +264,17 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
             await replies.put(reply)
 
         async def read_all() -> None:
-            async for request in requests:
-                task = asyncio.create_task(answer_one(request))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            while pending:
-                await asyncio.gather(*list(pending), return_exceptions=True)
-            await replies.put(None)
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(answer_one(request))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                while pending:
+                    await asyncio.gather(*list(pending), return_exceptions=True)
+            finally:
+                # Ends the reply loop also when reading failed (a malformed message): the
+                # loop then raises the reader's error instead of waiting forever.
+                replies.put_nowait(None)
 
         reader = asyncio.create_task(read_all())
         try:
@@ -209,12 +297,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
             options={"normalize": request.normalize},
             deadline=monotonic_deadline(context),
         )
-        answer = await self._timed(request.model, "embedding", self.service.explain(query))
-        assert answer.values is not None
-        vector = answer.values.astype(np.float32)
-        return pb.EmbedResponse(
-            vector=tensors.to_proto(vector), layer=answer.layer, dim=int(vector.size)
-        )
+        reply = self._answer(query, embed_response)
+        return await self._timed(request.model, "embedding", query.deadline, reply)
 
     async def Activations(
         self, request: pb.ActivationsRequest, context: aio.ServicerContext
@@ -229,17 +313,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
             options={} if profile_only else {"top_k": request.top_k},
             deadline=monotonic_deadline(context),
         )
-        answer = await self._timed(request.model, method, self.service.explain(query))
-        assert answer.values is not None
-        reply = pb.ActivationsResponse(layer=answer.layer)
-        if profile_only:
-            reply.profile.CopyFrom(tensors.to_proto(answer.values.astype(np.float32)))
-        else:
-            maps = answer.values.astype(np.float32)
-            reply.maps.CopyFrom(tensors.to_proto(maps))
-            reply.channels.extend(answer.channels or [])
-            reply.profile.CopyFrom(tensors.to_proto(maps.mean(axis=(1, 2)).astype(np.float32)))
-        return reply
+        reply = self._answer(query, functools.partial(activations_response, profile_only))
+        return await self._timed(request.model, method, query.deadline, reply)
 
     async def Filters(
         self, request: pb.FiltersRequest, context: aio.ServicerContext

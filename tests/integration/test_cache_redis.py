@@ -86,7 +86,7 @@ def test_put_becomes_visible_in_redis(redis_url: str, raw: redis.Redis) -> None:
         assert _wait_for(lambda: raw.exists(key) == 1), "background write never reached Redis"
         blob = raw.get(key)
         assert isinstance(blob, bytes)
-        assert torch.equal(decode(blob).activation, _value(2.0).activation)
+        assert torch.equal(decode(blob, key=key).activation, _value(2.0).activation)
         assert 0 < int(raw.ttl(key)) <= 600
         stats = cache.stats()
         assert stats.redis is not None
@@ -134,6 +134,25 @@ def test_unreadable_blob_in_redis_is_a_counted_miss(redis_url: str, raw: redis.R
     with from_url(redis_url, observer=recorder) as cache:
         assert cache.get(key) == (None, None)
     assert recorder.errors == {("redis", "decode"): 1}
+
+
+def test_redis_entries_are_bound_to_their_key_and_signed(redis_url: str, raw: redis.Redis) -> None:
+    secret = "an integration-test cache secret"
+    key, copy = str(_key()), str(_key())
+    with from_url(redis_url, secret=secret) as writer:
+        writer.put(key, _value(5.0))
+        assert writer.flush(5.0)
+    blob = raw.get(key)
+    assert isinstance(blob, bytes)
+    assert secret.encode() not in blob
+    raw.set(copy, blob, ex=60)
+    recorder = Recorder()
+    with from_url(redis_url, secret=secret, observer=recorder) as reader:
+        assert reader.get(key).tier == "redis"
+        assert reader.get(copy) == (None, None)
+    with from_url(redis_url, secret="not the writer's secret, though", observer=recorder) as other:
+        assert other.get(key) == (None, None)
+    assert recorder.errors == {("redis", "foreign"): 1, ("redis", "signature"): 1}
 
 
 def test_oversize_value_is_kept_in_memory_only(redis_url: str, raw: redis.Redis) -> None:

@@ -408,7 +408,7 @@ def test_redis_going_away_mid_index_fails_clearly_and_keeps_what_was_written(
         with pytest.raises(grpc.RpcError) as caught:
             drain()
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "redis" in (caught.value.details() or "").lower()
+        assert "image-set store is unreachable" in (caught.value.details() or "")
         assert written[-1] == 6
         redis_server.resume()
         info = stub.DescribeSet(pb.DescribeSetRequest(set="shared"))

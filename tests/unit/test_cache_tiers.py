@@ -17,6 +17,9 @@ from camserve_server.runtime.cache_breaker import CircuitBreaker
 from camserve_server.runtime.cache_format import CachedActivation, CacheKey, encode
 from camserve_server.runtime.cache_memory import ENTRY_OVERHEAD, MemoryCache
 from camserve_server.runtime.cache_redis import RedisCache
+from camserve_server.runtime.cache_shapes import ShapeBook
+
+SECRET = "a cache secret of 16+ bytes"
 
 
 def _value(k: int = 4, fill: float = 1.0) -> CachedActivation:
@@ -305,12 +308,112 @@ def test_redis_error_replies_do_not_open_the_breaker() -> None:
 def test_redis_bad_blob_is_a_counted_miss() -> None:
     fake = FakeRedis()
     fake.data["k"] = b"not a cached activation"
-    fake.data["v"] = encode(_value()).replace(b"CSV1", b"CSV9", 1)
+    fake.data["v"] = encode(_value(), key="v").replace(b"CSV1", b"CSV9", 1)
     tier = _redis_tier(fake)
     assert tier.get("k") is None
     assert tier.get("v") is None
     assert tier.stats().errors == {"decode": 2}
     tier.close()
+
+
+def test_redis_value_under_another_key_is_a_counted_miss() -> None:
+    fake = FakeRedis()
+    tier = _redis_tier(fake)
+    tier.put("a", _value(fill=2.0))
+    assert tier.flush(5.0)
+    fake.data["b"] = fake.data["a"]  # copied: a well-formed value, but image a's
+    assert tier.get("b") is None
+    assert tier.get("a") is not None
+    assert tier.stats().errors == {"foreign": 1}
+    tier.close()
+
+
+def _book() -> ShapeBook:
+    book = ShapeBook()
+    book.add_model(
+        model="m",
+        weights_digest="w" * 64,
+        preprocess="resize=4",
+        precision="float32",
+        classes=10,
+        layers={"layer4": (1, 4, 4, 4), "fc": (1, 10)},
+    )
+    return book
+
+
+@pytest.mark.parametrize(
+    ("preprocess", "value", "fits"),
+    [
+        ("resize=4", _value(4), True),
+        ("resize=4", _value(3), False),  # channels
+        ("resize=4", CachedActivation(torch.ones(4, 4, 4), torch.ones(5)), False),  # classes
+        ("resize=4", CachedActivation(torch.ones(4, 5, 5), torch.ones(10)), False),  # spatial
+        ("tensor", CachedActivation(torch.ones(4, 5, 5), torch.ones(10)), True),  # any size
+        ("tensor", CachedActivation(torch.ones(3, 5, 5), torch.ones(10)), False),
+    ],
+)
+def test_redis_value_that_does_not_fit_model_and_layer_is_a_counted_miss(
+    preprocess: str, value: CachedActivation, fits: bool
+) -> None:
+    fake = FakeRedis()
+    key = cache_key("m", "w" * 64, preprocess, "layer4", "ab" * 32)
+    writer, reader = _redis_tier(fake), _redis_tier(fake, shapes=_book())
+    writer.put(key, value)
+    assert writer.flush(5.0)
+    assert (reader.get(key) is not None) == fits
+    assert reader.stats().errors == ({} if fits else {"shape": 1})
+    writer.close()
+    reader.close()
+
+
+def test_shape_book_checks_only_what_it_knows() -> None:
+    book, value = _book(), _value(3)
+    known = cache_key("m", "w" * 64, "resize=4", "layer4", "ab" * 32)
+    assert book.problem(known, value) == "3 channels, the layer has 4"
+    other_layer = cache_key("m", "w" * 64, "resize=4", "features.onnx_tensor", "ab" * 32)
+    assert book.problem(other_layer, value) is None  # a layer it has no shape for: classes only
+    other_model = cache_key("m2", "w" * 64, "resize=4", "layer4", "ab" * 32)
+    assert book.problem(other_model, value) is None
+    assert book.problem("not a rendered key", value) is None
+    assert len(book) == 1
+
+
+def test_redis_tier_with_a_secret_signs_and_refuses_what_it_did_not_sign() -> None:
+    fake = FakeRedis()
+    unsigned, signed = _redis_tier(fake), _redis_tier(fake, secret=SECRET)
+    other = _redis_tier(fake, secret="another secret, also long")
+    assert signed.signed and not unsigned.signed
+    unsigned.put("plain", _value(fill=1.0))
+    signed.put("signed", _value(fill=2.0))
+    other.put("other", _value(fill=3.0))
+    for tier in (unsigned, signed, other):
+        assert tier.flush(5.0)
+    assert SECRET.encode() not in fake.data["signed"]
+    assert signed.get("plain") is None
+    assert signed.get("other") is None
+    value = signed.get("signed")
+    assert value is not None
+    assert torch.equal(value.activation, _value(fill=2.0).activation)
+    assert unsigned.get("signed") is not None  # without a secret, nothing to verify with
+    assert signed.stats().errors == {"unsigned": 1, "signature": 1}
+    for tier in (unsigned, signed, other):
+        tier.close()
+
+
+def test_tiered_never_promotes_a_refused_value() -> None:
+    fake = FakeRedis()
+    writer = TieredCache(MemoryCache(), _redis_tier(fake))
+    writer.put("a", _value())
+    writer.close()
+    fake.data["b"] = fake.data["a"]
+    reader = TieredCache(MemoryCache(), _redis_tier(fake, secret=SECRET))
+    assert reader.get("a") == (None, None)  # unsigned
+    assert reader.get("b") == (None, None)  # another key's
+    assert len(reader.memory) == 0
+    stats = reader.stats()
+    assert stats.redis is not None
+    assert stats.redis.errors == {"foreign": 1, "unsigned": 1}
+    reader.close()
 
 
 def test_redis_too_large_values_are_skipped() -> None:
@@ -410,6 +513,19 @@ def test_build_cache_from_server_settings() -> None:
     with build_cache(Settings(redis_url="redis://127.0.0.1:1/0", cache_max_value_bytes=99)) as c:
         assert c.redis is not None
         assert c.redis.max_value_bytes == 99
+        assert not c.redis.signed
+
+
+def test_build_cache_signs_with_the_cache_secret_and_never_shows_it() -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", cache_secret=SECRET)
+    assert SECRET not in repr(settings)
+    with build_cache(settings) as cache:
+        assert cache.redis is not None
+        assert cache.redis.signed
+        assert SECRET not in repr(vars(cache.redis))
+    with pytest.raises(ValueError, match="at least 16 bytes") as caught:
+        build_cache(Settings(cache_secret="short"))  # refused even without Redis
+    assert "short" not in str(caught.value).replace("16 bytes", "")
 
 
 def test_cache_key_function_matches_cache_key_class() -> None:

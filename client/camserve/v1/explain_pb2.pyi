@@ -272,12 +272,15 @@ class OutputOptions(_message.Message):
     DTYPE_FIELD_NUMBER: _builtins.int
     RETURN_RAW_FIELD_NUMBER: _builtins.int
     height: _builtins.int
-    """Heatmap height in pixels. 0 = the original image's height (for an encoded
-    image) or the input tensor's H. Set both height and width, or neither.
+    """Heatmap height in pixels, at most 8192. 0 = the original image's height
+    (for an encoded image; scaled with the width so that the longer side is at
+    most 1024) or the input tensor's H. Set both height and width, or neither.
+    A request whose heatmaps cannot fit in one reply (the server's message
+    limit) is INVALID_ARGUMENT before any work.
     """
     width: _builtins.int
-    """Heatmap width in pixels. 0 = the original image's width (for an encoded
-    image) or the input tensor's W. Set both height and width, or neither.
+    """Heatmap width in pixels, at most 8192. 0 = the original image's width
+    (scaled as the height is) or the input tensor's W.
     """
     dtype: Global___DType.ValueType
     """Heatmap element type. DTYPE_UNSPECIFIED = DTYPE_FLOAT32. Float heatmaps
@@ -369,7 +372,9 @@ class ExplainRequest(_message.Message):
 
     @_builtins.property
     def output(self) -> Global___OutputOptions:
-        """The form of the returned heatmaps. Unset = original size, float32, no raw."""
+        """The form of the returned heatmaps. Unset = the picture's size (longer side
+        capped at 1024), float32, no raw.
+        """
 
     def __init__(
         self,

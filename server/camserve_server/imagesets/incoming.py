@@ -7,15 +7,19 @@ re-send costs one hash lookup. An image that cannot be used fails alone, as an
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
-from ..errors import CamserveError, InvalidArgument
+from ..errors import InvalidArgument
 from ..models.loading import LoadedModel
 from ..runtime.cache import image_key
 from . import prepare
 from .index_messages import IncomingImage, Outcome
 from .records import SetInfo, check_member_id
 from .store import SetStore
+
+log = logging.getLogger(__name__)
+UNUSABLE = "the image could not be prepared for the model"
 
 
 class ReadyImage(NamedTuple):
@@ -42,9 +46,11 @@ def ready_image(
         ready = prepare.prepare(loaded, image.encoded, max_pixels)
         member_id = check_member_id(image.id or ready.image_hash)
         return ReadyImage(member_id, ready.image_hash, ready, None)
-    except (InvalidArgument, ValueError) as exc:
-        code = exc.status if isinstance(exc, CamserveError) else "INVALID_ARGUMENT"
-        return Outcome(image.id or "", "failed", code=code, reason=str(exc))
+    except InvalidArgument as exc:
+        return Outcome(image.id or "", "failed", code=exc.status, reason=str(exc))
+    except ValueError as exc:  # a library's words about its insides: logged, not sent
+        log.warning("image %r could not be prepared for indexing: %s", image.id, exc)
+        return Outcome(image.id or "", "failed", code="INVALID_ARGUMENT", reason=UNUSABLE)
 
 
 __all__ = ["ReadyImage", "ready_image"]

@@ -50,7 +50,7 @@ class SetStore(Protocol):
         ...
 
     def get(self, name: str) -> SetInfo:
-        """The set's description (current size and bytes); ``NotFound`` naming the sets."""
+        """The set's description (current size and bytes); ``NotFound`` if absent."""
         ...
 
     def list(self) -> list[SetInfo]:
@@ -146,10 +146,10 @@ def check_create(existing: SetInfo | None, info: SetInfo) -> bool:
     return False
 
 
-def set_not_found(name: str, names: Iterable[str]) -> NotFound:
-    """The error for a missing set, naming the sets there are."""
-    known = sorted(names)
-    return NotFound(f"no image set {name!r}; sets: {choices(known) if known else '(none yet)'}")
+def set_not_found(name: str) -> NotFound:
+    """The error for a missing set. It names only the set asked for: the other sets'
+    names belong to whoever made them, and ``ListSets`` is the place to look them up."""
+    return NotFound(f"no image set {name!r}")
 
 
 def member_not_found(name: str, member_id: str) -> NotFound:

@@ -166,5 +166,5 @@ class MemorySetStore:
     def _set(self, name: str) -> _Set:
         entry = self._sets.get(name)
         if entry is None:
-            raise set_not_found(name, self._sets)
+            raise set_not_found(name)
         return entry

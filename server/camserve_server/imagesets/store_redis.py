@@ -12,7 +12,8 @@ Keys, per set ``S`` (the ``{S}`` hash tag keeps a set's keys on one Redis Cluste
 A member is added by one Lua script that checks the set's limits and writes the member,
 the hash index and the counters together, so a record is there whole or not at all and
 the counters always match the members, whenever Redis goes away. Any Redis failure is
-``Unavailable`` naming the server; what was written before it stays.
+``Unavailable`` with a short message; where Redis is and what it said go to the log,
+never to the caller. What was written before the failure stays.
 
 Queries read only the ``core`` fields (embedding, channel maxima, positions, predicted
 class), once per version of the set, and keep the stacked arrays in process until the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +59,8 @@ from .store import (
     stack_embeddings,
     stack_predictions,
 )
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _CHUNK = 500  # members per pipelined read or delete
@@ -168,7 +172,7 @@ class RedisSetStore:
         check_set_name(name)
         fields = self._info_fields(name)
         if not fields or b"desc" not in fields:
-            raise set_not_found(name, self._names())
+            raise set_not_found(name)
         return _info_from(name, fields)
 
     def list(self) -> builtins.list[SetInfo]:
@@ -231,7 +235,7 @@ class RedisSetStore:
             result = cast("list[int]", self._call("add", partial(self._add, keys=keys, args=args)))
             code = int(result[0])
             if code == -1:
-                raise set_not_found(name, self._names())
+                raise set_not_found(name)
             if code == -2:
                 raise SetFull(
                     f"image set {name!r} holds {result[1]} of at most {result[2]} images; "
@@ -345,7 +349,7 @@ class RedisSetStore:
         """The set's query arrays, read again only when its version moved."""
         version = self._call("read", lambda: self.client.hget(self._key(name, "info"), "version"))
         if version is None:
-            raise set_not_found(name, self._names())
+            raise set_not_found(name)
         current = int(cast("bytes", version))
         with self._lock:
             snapshot = self._snapshots.get(name)
@@ -366,20 +370,37 @@ class RedisSetStore:
         return snapshot
 
     def _call(self, what: str, call: Callable[[], _T]) -> _T:
-        """Run Redis commands; a failure becomes ``Unavailable`` naming the server."""
+        """Run Redis commands; a failure becomes ``Unavailable``.
+
+        The caller learns that the store failed and what to do about it. Where Redis is
+        and what it said (its errors quote key types and Lua script hashes) are the
+        operator's business: they go to the log, one line per failure.
+        """
         try:
             return call()
         except redis.ResponseError as exc:
+            log.warning("Redis %s refused the set store's %s: %s", self._where, what, _line(exc))
             raise Unavailable(
-                f"the image-set store at Redis {self._where} refused {what}: {exc}; "
+                "the image-set store refused the request (the server log has the details); "
                 "members written before this are kept"
             ) from exc
         except (redis.RedisError, OSError) as exc:
+            log.warning(
+                "Redis %s unreachable during the set store's %s: %s: %s",
+                self._where,
+                what,
+                type(exc).__name__,
+                _line(exc),
+            )
             raise Unavailable(
-                f"the image-set store at Redis {self._where} is unreachable during {what} "
-                f"({type(exc).__name__}: {exc}); members written before this are kept, "
-                "retry when Redis is back (re-sent images already indexed are skipped)"
+                "the image-set store is unreachable; members written before this are kept: "
+                "retry later (re-sent images already indexed are skipped)"
             ) from exc
+
+
+def _line(exc: BaseException) -> str:
+    """An error's text on one line, for the log."""
+    return " ".join(str(exc).split())
 
 
 def _describe(info: SetInfo) -> str:

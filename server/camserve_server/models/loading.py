@@ -6,6 +6,11 @@ pickle; TorchScript, ``.pt2`` and ONNX files carry their own. The weights digest
 (sha256 of the file) is part of every cache key, so new weights never read old
 activations.
 
+A model that cannot be built is ``InvalidArgument`` naming the model and the file, in
+one line the operator can act on: ``camserve-server`` prints it and exits 2. Never
+torch's own text for weights it refuses, which recommends ``weights_only=False``,
+that is, running whatever code the file holds.
+
 What each format serves (``supported_methods``): ``torch`` and ``exported``
 every method their structure allows; ``torchscript`` the methods that need no
 layer access; ``onnx`` the forward-only methods: occlusion, the embedding, and
@@ -18,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-from collections.abc import Callable
+import re
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +34,7 @@ import torchvision
 from torch import nn
 
 from ..config import ModelSpec
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, choices
 from ..methods import METHODS
 from ..methods.chunking import memory_budget
 from .explainable import ExplainableModel
@@ -150,26 +157,93 @@ def _build_module(spec: ModelSpec, device: torch.device) -> nn.Module | ForwardO
     if spec.exported:
         return load_exported(spec.path(spec.exported), name=spec.name, input_size=spec.input_size)
     if spec.torchscript:
-        module: nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
-            str(spec.path(spec.torchscript)), map_location="cpu"
-        )
+        path = spec.path(spec.torchscript)
+        try:
+            module: nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(path), map_location="cpu"
+            )
+        except (OSError, RuntimeError, ValueError):
+            raise InvalidArgument(
+                f"model {spec.name!r}: {path} is not a TorchScript archive (torch.jit.save)"
+            ) from None
         return module
     assert spec.arch is not None
+    factory = _factory(spec.name, spec.arch)
     torch.manual_seed(0)  # no weights: the same random model in every replica and process
-    module = _factory(spec.arch)(**({"num_classes": spec.num_classes} if spec.num_classes else {}))
+    try:
+        module = factory(**({"num_classes": spec.num_classes} if spec.num_classes else {}))
+    except (TypeError, ValueError) as exc:  # e.g. a builder without num_classes
+        raise InvalidArgument(
+            f"model {spec.name!r}: cannot build architecture {spec.arch!r}: {_first_line(exc)}"
+        ) from None
     if spec.weights:
-        path = spec.path(spec.weights)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as exc:
-            raise InvalidArgument(
-                f"model {spec.name!r}: cannot load weights {path}: {exc}"
-            ) from None
-        module.load_state_dict(state)
+        _load_weights(spec, module, spec.path(spec.weights))
     return module
 
 
-def _factory(arch: str) -> Callable[..., nn.Module]:
+def _load_weights(spec: ModelSpec, module: nn.Module, path: Path) -> None:
+    """Load the state dict at ``path`` into ``module``, or say in one line why not."""
+    try:
+        with warnings.catch_warnings():
+            # A pickle of a newer protocol (pickle.dump, not torch.save) draws a warning
+            # ahead of the error below: noise on the one line start-up failures get.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise InvalidArgument(
+            f"model {spec.name!r}: cannot read weights {path}: {exc.strerror or exc}"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Fed random bytes, a truncated archive or a pickled object, torch's unpickler
+        # raises almost any kind (UnpicklingError, IndexError, KeyError, EOFError...), and
+        # its text recommends weights_only=False: only the kind is logged.
+        log.debug("torch.load(%s, weights_only=True): %s", path, type(exc).__name__)
+        raise InvalidArgument(
+            f"model {spec.name!r}: weights {path} are not a state dict "
+            "(save them with torch.save(model.state_dict(), path))"
+        ) from None
+    if not isinstance(state, Mapping):
+        raise InvalidArgument(
+            f"model {spec.name!r}: weights {path} hold a {type(state).__name__}, not a state "
+            "dict (save them with torch.save(model.state_dict(), path))"
+        )
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ are refused even when not strict
+        raise InvalidArgument(
+            f"model {spec.name!r}: weights {path} do not fit architecture {spec.arch!r}: "
+            f"{_load_errors(exc)}"
+        ) from None
+    problems = [
+        f"{len(keys)} {what} ({choices(keys, limit=3)})"
+        for what, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+        if keys
+    ]
+    if problems:
+        raise InvalidArgument(
+            f"model {spec.name!r}: weights {path} do not fit architecture {spec.arch!r}: "
+            f"keys {'; '.join(problems)}"
+        )
+
+
+def _load_errors(exc: RuntimeError) -> str:
+    """``load_state_dict``'s several lines in one: the keys whose shapes differ."""
+    text = str(exc)
+    reshaped = re.findall(r"size mismatch for ([^:\s]+):", text)
+    if reshaped:
+        return f"{len(reshaped)} with another shape ({choices(reshaped, limit=3)})"
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    return lines[0] if lines else _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _factory(name: str, arch: str) -> Callable[..., nn.Module]:
+    """The builder ``arch`` names: ``module:attribute`` in code, else a torchvision model."""
     if ":" in arch:
         module_name, _, attribute = arch.partition(":")
         try:
@@ -177,27 +251,44 @@ def _factory(arch: str) -> Callable[..., nn.Module]:
                 importlib.import_module(module_name), attribute
             )
         except (ImportError, AttributeError) as exc:
-            raise InvalidArgument(f"cannot import model factory {arch!r}: {exc}") from None
+            raise InvalidArgument(
+                f"model {name!r}: cannot import model factory {arch!r}: {_first_line(exc)}"
+            ) from None
         return factory
     available = torchvision.models.list_models()
     if arch not in available:
-        raise InvalidArgument(f"unknown torchvision architecture {arch!r}")
+        raise InvalidArgument(
+            f"model {name!r}: unknown architecture {arch!r} "
+            "(a torchvision model such as resnet18, or 'package.module:factory')"
+        )
     return lambda **kwargs: torchvision.models.get_model(arch, weights=None, **kwargs)
 
 
 def _read_labels(spec: ModelSpec) -> list[str] | None:
     if not spec.labels:
         return None
-    lines = spec.path(spec.labels).read_text().splitlines()
+    path = spec.path(spec.labels)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InvalidArgument(f"model {spec.name!r}: cannot read labels {path}: {reason}") from None
     return [line.strip() for line in lines if line.strip()]
 
 
 def _weights_digest(spec: ModelSpec) -> str:
+    """The sha256 of the model's file; reading it first also makes a missing or unreadable
+    file one clear error before anything is built."""
     source = spec.weights or spec.torchscript or spec.exported or spec.onnx
     if source is None:
         return hashlib.sha256(f"init:{spec.arch}:{spec.num_classes}".encode()).hexdigest()
+    path = Path(spec.path(source))
     digest = hashlib.sha256()
-    with Path(spec.path(source)).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InvalidArgument(f"model {spec.name!r}: cannot read {path}: {reason}") from None
     return digest.hexdigest()

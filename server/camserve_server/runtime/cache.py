@@ -3,14 +3,17 @@
 ``get`` looks in memory, then Redis (a Redis hit is promoted into memory).
 ``put`` stores in memory at once and queues the Redis write in the background.
 A slow, full or absent Redis never raises here; it only shows in the counters.
+Nor is what Redis returns trusted (``cache_redis``): only values that are their key's,
+fit its model and layer, and (with a cache secret) are signed are served or promoted.
 """
 
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 
@@ -27,6 +30,11 @@ from .cache_format import (
 from .cache_memory import MemoryCache
 from .cache_observer import NULL_OBSERVER, CacheObserver, Tier, TierStats
 from .cache_redis import RedisCache
+from .cache_shapes import ShapeBook, model_shapes
+from .cache_signing import SigningKey, signing_key
+
+if TYPE_CHECKING:
+    from ..models.loading import LoadedModel
 
 __all__ = [
     "CacheFormatError",
@@ -38,6 +46,8 @@ __all__ = [
     "CircuitBreaker",
     "MemoryCache",
     "RedisCache",
+    "ShapeBook",
+    "SigningKey",
     "TierStats",
     "TieredCache",
     "build_cache",
@@ -151,12 +161,17 @@ def from_url(
     breaker_threshold: int = 5,
     breaker_cooldown_s: float = 5.0,
     observer: CacheObserver = NULL_OBSERVER,
+    secret: str | bytes | SigningKey | None = None,
+    shapes: ShapeBook | None = None,
 ) -> TieredCache:
     """A memory-only cache for ``None`` or ``""``; with a Redis tier for ``redis://host:port/db``.
 
-    ``ttl_s`` applies to both tiers. Raises ``ValueError`` for an unsupported URL scheme;
-    an unreachable Redis is not an error (its tier just misses until it answers).
+    ``ttl_s`` applies to both tiers. ``secret`` signs Redis writes and refuses unsigned
+    reads; ``shapes`` refuses reads that do not fit their model and layer. Raises
+    ``ValueError`` for an unsupported URL scheme or a short secret; an unreachable Redis
+    is not an error (its tier just misses until it answers).
     """
+    signer = signing_key(secret)  # a short secret is refused even without Redis
     memory = MemoryCache(max_bytes, ttl_s=ttl_s, observer=observer)
     if not url:
         return TieredCache(memory)
@@ -175,6 +190,8 @@ def from_url(
         breaker_threshold=breaker_threshold,
         breaker_cooldown_s=breaker_cooldown_s,
         observer=observer,
+        secret=signer,
+        shapes=shapes,
     )
     return TieredCache(memory, redis)
 
@@ -190,14 +207,28 @@ class CacheSettings(Protocol):
     def cache_ttl_s(self) -> int: ...
     @property
     def cache_max_value_bytes(self) -> int: ...
+    @property
+    def cache_secret(self) -> str | None: ...
+    @property
+    def precision(self) -> str: ...
 
 
-def build_cache(settings: CacheSettings, observer: CacheObserver = NULL_OBSERVER) -> TieredCache:
-    """``from_url`` with the server's settings; other knobs keep their defaults."""
+def build_cache(
+    settings: CacheSettings,
+    observer: CacheObserver = NULL_OBSERVER,
+    models: Iterable[LoadedModel] = (),
+) -> TieredCache:
+    """``from_url`` with the server's settings; other knobs keep their defaults.
+
+    ``models``: the served models, whose class counts and layer shapes every value read
+    from Redis must fit.
+    """
     return from_url(
         settings.redis_url,
         max_bytes=settings.cache_bytes,
         ttl_s=settings.cache_ttl_s,
         max_value_bytes=settings.cache_max_value_bytes,
         observer=observer,
+        secret=settings.cache_secret,
+        shapes=model_shapes(models, settings.precision),
     )

@@ -8,10 +8,16 @@ ever become two float32 tensors or a ``CacheFormatError``.
 Layout (all integers little-endian)::
 
     header      magic b"CSV1" | version u16 | tensor count u8 | flags u8 | crc32 u32
+                | sha256 of the key, 32 bytes
     descriptor  dtype code u8 | ndim u8 | ndim x dim u32 | payload bytes u64   (per tensor)
     payload     raw tensor bytes, in descriptor order
+    signature   HMAC-SHA256 of the key and every byte before it, 32 bytes; only when
+                flags has ``FLAG_SIGNED`` (``cache_signing``)
 
-The crc32 covers everything after the header.
+The crc32 covers the descriptors and payloads. The key digest says which key the entry
+was written under, so an entry copied under another key (another image's) is refused:
+the shared Redis is not trusted to keep entries where they were put. Version 1 (no key
+digest) lived under ``camserve:v1`` keys, which version 2 never reads.
 """
 
 from __future__ import annotations
@@ -22,18 +28,24 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
 
+from .cache_signing import MAC_SIZE, SigningKey
+
+if TYPE_CHECKING:
+    from .cache_observer import ErrorKind
+
 MAGIC = b"CSV1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KEY_PREFIX = f"camserve:v{FORMAT_VERSION}"
+FLAG_SIGNED = 0x01
 
 StoreDtype = Literal["float32", "float16"]
 
-_HEADER = struct.Struct("<4sHBBI")
+_HEADER = struct.Struct("<4sHBBI32s")
 _DESCRIPTOR = struct.Struct("<BB")
 _DIM = struct.Struct("<I")
 _NBYTES = struct.Struct("<Q")
@@ -52,7 +64,29 @@ _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9._\-/]{1,64}")
 
 
 class CacheFormatError(ValueError):
-    """A blob that is not a valid cached activation (wrong magic, version, length or checksum)."""
+    """A blob that is not a valid cached activation (wrong magic, version, length or checksum).
+
+    ``kind`` is the ``camserve_cache_errors_total`` kind a reader counts it as."""
+
+    kind: ClassVar[ErrorKind] = "decode"
+
+
+class ForeignEntryError(CacheFormatError):
+    """A well-formed entry written under another key: never served as this key's value."""
+
+    kind: ClassVar[ErrorKind] = "foreign"
+
+
+class UnsignedEntryError(CacheFormatError):
+    """An entry without a signature, read by a server that has a cache secret."""
+
+    kind: ClassVar[ErrorKind] = "unsigned"
+
+
+class SignatureError(CacheFormatError):
+    """An entry whose signature does not verify: another secret, or tampered with."""
+
+    kind: ClassVar[ErrorKind] = "signature"
 
 
 @dataclass(frozen=True)
@@ -118,27 +152,51 @@ class CacheKey:
     precision: str = "float32"
 
     def render(self) -> str:
-        """``camserve:v1:{model}@{weights[:16]}:{preprocess digest}:{layer}:{image hash}``.
+        """``camserve:v2:{model}@{weights[:16]}:{preprocess digest}:{layer}:{image hash}``.
 
-        The preprocess digest covers the precision too, except for float32, whose keys
-        stay what they were before the setting existed.
+        The preprocess digest covers the precision too, except for float32.
         """
+        return self.parts().render()
+
+    def parts(self) -> KeyParts:
+        """The rendered fields of this key."""
         computed = self.preprocess
         if self.precision != "float32":
             computed = f"{self.preprocess}|precision={self.precision}"
-        preprocess = hashlib.sha256(computed.encode()).hexdigest()[:16]
-        return ":".join(
-            (
-                KEY_PREFIX,
-                f"{_component(self.model)}@{_component(self.weights_digest[:16])}",
-                preprocess,
-                _component(self.layer),
-                _component(self.image_hash),
-            )
+        return KeyParts(
+            model=f"{_component(self.model)}@{_component(self.weights_digest[:16])}",
+            preprocess=hashlib.sha256(computed.encode()).hexdigest()[:16],
+            layer=_component(self.layer),
+            image=_component(self.image_hash),
         )
 
     def __str__(self) -> str:
         return self.render()
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    """The fields of a rendered key, as rendered: what a reader of an opaque key string
+    needs to know which model, preprocessing and layer an entry must fit."""
+
+    model: str  # "{model}@{weights digest[:16]}"
+    preprocess: str  # digest of the preprocessing (and precision)
+    layer: str
+    image: str
+
+    @classmethod
+    def parse(cls, key: str) -> KeyParts | None:
+        """The fields of a key ``CacheKey.render`` made, or ``None`` for any other string."""
+        prefix = KEY_PREFIX + ":"
+        if not key.startswith(prefix):
+            return None
+        fields = key[len(prefix) :].split(":")
+        if len(fields) != 4:
+            return None
+        return cls(*fields)
+
+    def render(self) -> str:
+        return ":".join((KEY_PREFIX, self.model, self.preprocess, self.layer, self.image))
 
 
 def _component(value: str) -> str:
@@ -157,17 +215,31 @@ def image_key(*parts: bytes | memoryview) -> str:
     return digest.hexdigest()
 
 
-def encoded_size(value: CachedActivation, store_dtype: StoreDtype = "float32") -> int:
-    """Length of ``encode(value, store_dtype)``, computed from the shapes alone."""
+def key_digest(key: str) -> bytes:
+    """The sha256 of ``key``, which every entry carries to say whose value it is."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def encoded_size(
+    value: CachedActivation, store_dtype: StoreDtype = "float32", *, signed: bool = False
+) -> int:
+    """Length of ``encode(value, store_dtype, ...)``, computed from the shapes alone."""
     itemsize = _CODES[_CODE_OF[store_dtype]][2]
-    size = _HEADER.size
+    size = _HEADER.size + (MAC_SIZE if signed else 0)
     for t, width in ((value.activation, itemsize), (value.logits, 4)):
         size += _DESCRIPTOR.size + _DIM.size * t.dim() + _NBYTES.size + t.numel() * width
     return size
 
 
-def encode(value: CachedActivation, store_dtype: StoreDtype = "float32") -> bytes:
-    """Serialise ``value``; the activation is stored as ``store_dtype``, the logits as float32.
+def encode(
+    value: CachedActivation,
+    store_dtype: StoreDtype = "float32",
+    *,
+    key: str,
+    signer: SigningKey | None = None,
+) -> bytes:
+    """Serialise ``value`` as the entry of ``key``, signed by ``signer`` when given; the
+    activation is stored as ``store_dtype``, the logits as float32.
 
     float16 storage halves the size; activations beyond its range are clamped to it.
     """
@@ -191,25 +263,31 @@ def encode(value: CachedActivation, store_dtype: StoreDtype = "float32") -> byte
     for data in payloads:
         body += data
     crc = zlib.crc32(memoryview(body)[_HEADER.size :])
-    _HEADER.pack_into(body, 0, MAGIC, FORMAT_VERSION, len(payloads), 0, crc)
+    flags = 0 if signer is None else FLAG_SIGNED
+    _HEADER.pack_into(body, 0, MAGIC, FORMAT_VERSION, len(payloads), flags, crc, key_digest(key))
+    if signer is not None:
+        body += signer.sign(key, body)
     return bytes(body)
 
 
-def decode(blob: bytes) -> CachedActivation:
-    """Parse a blob written by ``encode``; float32 tensors that own their (writable) memory.
+def decode(blob: bytes, *, key: str, signer: SigningKey | None = None) -> CachedActivation:
+    """Parse the entry of ``key`` written by ``encode``; float32 tensors that own their
+    (writable) memory. With ``signer``, only an entry it signed for ``key`` is accepted.
 
-    Raises ``CacheFormatError`` for anything else: no pickle, no ``torch.load``.
+    Raises ``CacheFormatError`` for anything else (``ForeignEntryError`` for another key's
+    entry, ``UnsignedEntryError``, ``SignatureError``): no pickle, no ``torch.load``.
     """
     view = memoryview(blob)
     if len(view) < _HEADER.size:
         raise CacheFormatError(f"truncated blob: {len(view)} bytes, header needs {_HEADER.size}")
-    magic, version, count, flags, crc = _HEADER.unpack_from(view, 0)
+    magic, version, count, flags, crc, digest = _HEADER.unpack_from(view, 0)
     if magic != MAGIC:
         raise CacheFormatError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != FORMAT_VERSION:
         raise CacheFormatError(f"unsupported format version {version}, expected {FORMAT_VERSION}")
-    if count != len(_EXPECTED_NDIM) or flags != 0:
+    if count != len(_EXPECTED_NDIM) or flags & ~FLAG_SIGNED:
         raise CacheFormatError(f"unexpected tensor count {count} or flags {flags}")
+    view = _authenticate(view, key, signed=bool(flags & FLAG_SIGNED), digest=digest, signer=signer)
     if zlib.crc32(view[_HEADER.size :]) != crc:
         raise CacheFormatError("checksum mismatch (corrupt or truncated blob)")
     offset = _HEADER.size
@@ -240,6 +318,24 @@ def decode(blob: bytes) -> CachedActivation:
         tensors.append(torch.from_numpy(array.astype(np.float32)).reshape(dims))
         offset += nbytes
     return CachedActivation(tensors[0], tensors[1])
+
+
+def _authenticate(
+    view: memoryview, key: str, *, signed: bool, digest: bytes, signer: SigningKey | None
+) -> memoryview:
+    """The entry without its signature, once it is known to be ``key``'s (and, with a
+    ``signer``, signed by it): checked before any descriptor is read."""
+    end = len(view) - (MAC_SIZE if signed else 0)
+    if end < _HEADER.size:
+        raise CacheFormatError("truncated blob: no room for its signature")
+    if digest != key_digest(key):
+        raise ForeignEntryError("the entry was written under another key")
+    if signer is not None:
+        if not signed:
+            raise UnsignedEntryError("the entry is not signed, and this server has a cache secret")
+        if not signer.verify(key, view[:end], view[end:]):
+            raise SignatureError("the entry's signature does not verify")
+    return view[:end]
 
 
 def _unpack(fmt: struct.Struct, view: memoryview, offset: int) -> tuple[int, ...]:

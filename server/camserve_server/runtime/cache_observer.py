@@ -18,6 +18,10 @@ ErrorKind = Literal[
     "connection",  # Redis unreachable or the connection broke
     "redis",  # Redis answered with an error (out of memory, wrong type...)
     "decode",  # a stored blob is not a valid value
+    "foreign",  # a valid value written under another key (another image's), not served
+    "shape",  # a value whose shapes do not fit the model and layer of its key, not served
+    "unsigned",  # an unsigned value read with a cache secret, not served
+    "signature",  # a signature that does not verify (another secret, tampering), not served
     "breaker_open",  # Redis skipped while the circuit breaker is open
     "dropped_write",  # background write backlog full, or left behind at close
     "too_large",  # value over the per-value size cap, not written

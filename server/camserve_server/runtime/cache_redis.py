@@ -5,6 +5,10 @@ thread through a bounded backlog (full: the write is dropped and counted). A
 circuit breaker skips Redis instantly after repeated timeouts or connection
 errors. Nothing here raises to the caller: a failed ``get`` is ``None``, a
 failed ``put`` is dropped, and each failure is counted.
+
+Nor is Redis trusted: a value is served only if it was written under the key it is
+read under, fits the model and layer that key names (``ShapeBook``) and, with a cache
+secret, carries a valid signature; any other is a counted miss.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from .cache_format import (
     encoded_size,
 )
 from .cache_observer import NULL_OBSERVER, CacheObserver, ErrorKind, TierCounters, TierStats
+from .cache_shapes import ShapeBook
+from .cache_signing import SigningKey, signing_key
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +70,14 @@ class RedisCache:
         write_queue_size: int = 256,
         breaker: CircuitBreaker | None = None,
         observer: CacheObserver = NULL_OBSERVER,
+        secret: str | bytes | SigningKey | None = None,
+        shapes: ShapeBook | None = None,
     ) -> None:
-        """``writer_client`` (default ``client``) may have a longer timeout: writes block no one."""
+        """``writer_client`` (default ``client``) may have a longer timeout: writes block no one.
+
+        ``secret``: sign every write and serve only values it signed. ``shapes``: serve only
+        values that fit their key's model and layer.
+        """
         if ttl_s is not None and ttl_s < 1:
             raise ValueError("ttl_s must be >= 1 second or None")
         self.client = client
@@ -75,6 +87,8 @@ class RedisCache:
         self.store_dtype: StoreDtype = store_dtype
         self.breaker = breaker or CircuitBreaker()
         self.counters = TierCounters("redis", observer)
+        self.shapes = shapes or ShapeBook()
+        self._signer = signing_key(secret)
         self._writer = _BackgroundWriter(self._write, write_queue_size)
 
     @classmethod
@@ -92,6 +106,8 @@ class RedisCache:
         breaker_threshold: int = 5,
         breaker_cooldown_s: float = 5.0,
         observer: CacheObserver = NULL_OBSERVER,
+        secret: str | bytes | SigningKey | None = None,
+        shapes: ShapeBook | None = None,
     ) -> RedisCache:
         """A Redis tier for ``redis://host:port/db`` (also ``rediss://``, ``unix://``).
 
@@ -108,21 +124,35 @@ class RedisCache:
             write_queue_size=write_queue_size,
             breaker=CircuitBreaker(breaker_threshold, breaker_cooldown_s),
             observer=observer,
+            secret=secret,
+            shapes=shapes,
         )
 
+    @property
+    def signed(self) -> bool:
+        """Whether this tier signs its writes and refuses values it did not sign."""
+        return self._signer is not None
+
     def get(self, key: CacheKey | str) -> CachedActivation | None:
-        """The value under ``key``; ``None`` on a miss, timeout, error or open breaker."""
-        ok, blob = self._call(lambda: cast("bytes | None", self.client.get(str(key))))
+        """The value under ``key``; ``None`` on a miss, timeout, error or open breaker, and
+        for a value that is not ``key``'s, does not fit its model and layer, or is unsigned."""
+        k = str(key)
+        ok, blob = self._call(lambda: cast("bytes | None", self.client.get(k)))
         if not ok:
             return None
         if blob is None:
             self.counters.miss()
             return None
         try:
-            value = decode(blob)
+            value = decode(blob, key=k, signer=self._signer)
         except CacheFormatError as exc:
-            log.debug("redis cache: unreadable value under %s: %s", key, exc)
-            self.counters.error("decode")
+            log.debug("redis cache: refused the value under %s: %s", k, exc)
+            self.counters.error(exc.kind)
+            return None
+        problem = self.shapes.problem(k, value)
+        if problem is not None:
+            log.debug("redis cache: refused the value under %s: %s", k, problem)
+            self.counters.error("shape")
             return None
         self.counters.hit()
         return value
@@ -130,7 +160,7 @@ class RedisCache:
     def put(self, key: CacheKey | str, value: CachedActivation) -> bool:
         """Queue ``value`` for writing; ``False`` if it is dropped (too large, backlog full...)."""
         value = value.compact()  # the writer thread must not see device tensors or batch views
-        if encoded_size(value, self.store_dtype) > self.max_value_bytes:
+        if encoded_size(value, self.store_dtype, signed=self.signed) > self.max_value_bytes:
             self.counters.error("too_large")
             return False
         if self.breaker.state == "open":
@@ -166,7 +196,7 @@ class RedisCache:
 
     def _write(self, key: str, value: CachedActivation) -> None:
         try:
-            blob = encode(value, self.store_dtype)
+            blob = encode(value, self.store_dtype, key=key, signer=self._signer)
         except Exception:
             log.exception("redis cache: cannot encode the value for %s", key)
             self.counters.error("unexpected")

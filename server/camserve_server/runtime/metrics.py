@@ -6,6 +6,8 @@ Each server owns its registry, so several servers can run in one process (tests)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -17,12 +19,17 @@ QUEUE_DEPTH = "camserve_queue_depth"
 INFLIGHT = "camserve_inflight_requests"
 BATCH_SIZE = "camserve_batch_size"
 
+# The model or method label of a request that names neither a served model nor a method.
+UNKNOWN = "unknown"
+
 
 class Metrics:
     """The server's metrics, registered in ``registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._models: frozenset[str] = frozenset()
+        self._methods: frozenset[str] = frozenset()
         r = self.registry
         self.request_latency = Histogram(
             REQUEST_LATENCY,
@@ -124,6 +131,24 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def known_names(self, models: Iterable[str], methods: Iterable[str]) -> None:
+        """Name the served models and the server's methods: the only values a request's
+        model and method labels take (anything else is ``unknown``). Names copied from
+        requests would let any caller add series without bound, each kept in memory and
+        scraped for the life of the process."""
+        self._models = frozenset(models)
+        self._methods = frozenset(methods)
+
+    def observe_request(self, model: str, method: str, code: str, seconds: float) -> None:
+        """Record one request's latency under its final status code."""
+        if not model and len(self._models) == 1:  # the sole model serves unnamed requests
+            (model,) = self._models
+        self.request_latency.labels(
+            model if model in self._models else UNKNOWN,
+            method if method in self._methods else UNKNOWN,
+            code,
+        ).observe(seconds)
 
     # The cache's observer interface.
     def on_hit(self, tier: str) -> None:

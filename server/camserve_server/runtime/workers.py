@@ -193,11 +193,19 @@ class DeviceWorker:
     def _compute_holding(
         self, items: list[WorkItem], priority: Priority
     ) -> tuple[float, list[ItemResult | CamserveError]]:
-        """``compute`` while holding the device; a heavy batch yields it between chunks.
+        """``compute`` while holding the device. Between two chunks of a perturbation, path
+        or sampling method the batch stops if none of its callers still waits (cancelled,
+        gone, or past the deadline), then hands the device to waiting lighter batches.
 
         Returns when the device was acquired (the end of the queue wait) and the outcomes.
         """
-        with self.slot.hold(priority), between_chunks(lambda: self.slot.yield_to_waiting(priority)):
+
+        def between() -> None:
+            if _abandoned(items):
+                raise Abandoned
+            self.slot.yield_to_waiting(priority)
+
+        with self.slot.hold(priority), between_chunks(between):
             return time.monotonic(), self.compute(items)
 
     def compute(self, items: list[WorkItem]) -> list[ItemResult | CamserveError]:
@@ -205,6 +213,9 @@ class DeviceWorker:
         group = items[0].group
         try:
             return list(self._compute_batch(items))
+        except Abandoned:
+            self.metrics.batch_failures.labels(group.model, group.method, "abandoned").inc()
+            return [DeadlineExceeded("no caller waits for this batch any more") for _ in items]
         except torch.OutOfMemoryError:
             self.metrics.batch_failures.labels(group.model, group.method, "oom").inc()
             if self.device.type == "cuda":
@@ -310,6 +321,18 @@ class DeviceWorker:
             key = items[i].cache_key
             assert key is not None
             self.cache_writer(key, activations[i], logits[i])
+
+
+class Abandoned(Exception):
+    """Raised between two chunks when no caller of the batch waits any more."""
+
+
+def _abandoned(items: list[WorkItem]) -> bool:
+    """Whether every caller of ``items`` is gone: its future is done (cancelled, or the
+    call ended) or its deadline has passed. Read from the worker thread: a future's
+    state is a plain attribute, and a stale read only delays the stop by one chunk."""
+    now = time.monotonic()
+    return all(item.future.done() or item.expired(now) for item in items)
 
 
 def _head_only(items: list[WorkItem], model: ExplainableModel) -> bool:
