@@ -224,7 +224,7 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "auth_tokens":
         return _auth_tokens(value)
     if kind == "bool":
-        return _flag(name, value)
+        return parse_flag(f"setting {name}", value)
     try:
         if kind == "int":
             return int(value)
@@ -251,8 +251,9 @@ def _auth_tokens(value: Any) -> tuple[str, ...]:
     return tokens
 
 
-def _flag(name: str, value: Any) -> bool:
-    """A true/false setting; flags and variables arrive as text, where "false" is truthy."""
+def parse_flag(what: str, value: Any) -> bool:
+    """A true/false value named ``what`` ("setting x", "option y"): flags, variables and
+    options arrive as text, where "false" would be truthy."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -260,4 +261,4 @@ def _flag(name: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise InvalidArgument(f"setting {name} must be true or false, got {value!r}")
+    raise InvalidArgument(f"{what} must be true or false, got {value!r}")

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
+from ..config import parse_flag
 from ..errors import InvalidArgument, choices
 from ..models import ExplainableModel
 
@@ -40,7 +41,7 @@ class OptionSpec:
     def parse(self, value: Any) -> OptionDefault:
         """``value`` checked against this option's type and range; ``InvalidArgument`` if not."""
         if isinstance(self.default, bool):
-            return _parse_bool(self.name, value)
+            return parse_flag(f"option {self.name}", value)
         if isinstance(self.default, str):
             text = str(value)
             if self.choices and text not in self.choices:
@@ -233,17 +234,6 @@ def check_target(model: ExplainableModel, target: int | None, method_id: str) ->
             f"classes (0..{last})"
         )
     return target
-
-
-def _parse_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InvalidArgument(f"option {name} must be true or false, got {value!r}")
 
 
 def _parse_number(name: str, value: Any) -> float:

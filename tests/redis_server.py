@@ -2,7 +2,7 @@
 
 ``redis_for_tests()`` yields ``$REDIS_URL`` when set, else starts a private
 server (no persistence, loopback only) and stops it afterwards;
-``conftest.py`` wraps it in the session fixture ``redis_url``.
+``server_fixtures.py`` wraps it in the session fixture ``redis_url``.
 
 Tests that stop, pause or restart Redis use their own ``RedisServer``.
 """

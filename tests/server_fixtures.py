@@ -1,0 +1,36 @@
+"""Session fixtures of the suites that drive a real server on a real port (``integration``,
+``reliability``): each suite's ``conftest.py`` imports them, so both start the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from redis_server import redis_for_tests
+from server_harness import ServerThread, settings_for, write_test_config
+
+__all__ = ["redis_url", "server", "test_config"]
+
+
+@pytest.fixture(scope="session")
+def test_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config serving the demo model and two small random-weight torchvision models."""
+    return write_test_config(tmp_path_factory.mktemp("config"))
+
+
+@pytest.fixture(scope="session")
+def server(test_config: Path) -> Iterator[ServerThread]:
+    """The suite's shared server: demo, r18 and mnv3 models, in-process cache only."""
+    thread = ServerThread(settings_for(test_config))
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``$REDIS_URL``, else a private ``redis-server`` for the whole run (skips without one)."""
+    with redis_for_tests() as url:
+        yield url
