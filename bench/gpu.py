@@ -363,6 +363,29 @@ def _processes_section(run: Run) -> None:
         run.write()
 
 
+def _switch_interval_section(run: Run) -> None:
+    """Served Grad-CAM (JPEG) at Python's default GIL switch interval (5 ms) and at 0.5 ms:
+    whether the device worker's kernel launches wait for the GIL behind the event loop and
+    the decode threads (the engine alone is ten times faster than inside the server)."""
+    figures: dict[str, Any] = {}
+    default = sys.getswitchinterval()
+    try:
+        for label, interval in (("default_5ms", default), ("0.5ms", 5e-4)):
+            sys.setswitchinterval(interval)
+            server = start_server(_args(run), run.folder, max_batch_size=64)
+            try:
+                plan, clients = run.plan(server.address, "jpeg")
+                load = run.clients.run(plan, clients, seed=60 + len(figures))
+            finally:
+                server.stop()
+            keep = ("rps", "errors", "p50_ms", "p99_ms", "server_p50_ms")
+            figures[label] = {key: load[key] for key in keep}
+            run.results["switch_interval"] = figures
+            run.write()
+    finally:
+        sys.setswitchinterval(default)
+
+
 def _args(run: Run) -> argparse.Namespace:
     """What ``bench.run.start_server`` reads: the architecture, input size and device."""
     return argparse.Namespace(arch=run.scale.arch, size=run.scale.size, device=run.device)
@@ -377,6 +400,7 @@ SECTIONS: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("processes", _processes_section),
     ("precision", _precision_section),
     ("parity", _parity_section),
+    ("switch_interval", _switch_interval_section),
 )
 
 

@@ -131,6 +131,8 @@ def markdown(r: dict[str, Any]) -> str:
         else:
             lines.append(_load_row(f"--processes {entry['n']}, {entry['precision']}", {
                 **entry, "rps": entry["gradcam_rps"]}))  # fmt: skip
+    for label, f in (r.get("switch_interval") or {}).items():
+        lines.append(_load_row(f"served Grad-CAM, JPEG, GIL switch interval {label}", f))
     parity = r.get("parity_max_diff") or {}
     lines.append(
         "| device against CPU, max map difference | "
