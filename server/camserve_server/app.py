@@ -96,6 +96,23 @@ class Runtime:
         self.cache.close()
 
 
+class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc's asyncio health service, with every RPC of its proto served by a coroutine.
+
+    ``List`` is in ``grpc.health.v1``'s proto (so it is registered and listed by
+    reflection) but grpcio-health-checking leaves it to the generated synchronous stub,
+    which the error interceptor cannot guard: a malformed request got UNKNOWN and every
+    call logged a traceback. It answers UNIMPLEMENTED, as the stub meant to.
+    """
+
+    async def List(  # noqa: N802 (the RPC's name)
+        self, request: health_pb2.HealthListRequest, context: aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "Health/List is not served: use Check or Watch"
+        )
+
+
 def _forward_once(model: ExplainableModel, x: torch.Tensor) -> None:
     with torch.inference_mode():
         model.forward(x)
@@ -145,7 +162,7 @@ def build_runtime(settings: Settings) -> Runtime:
         on_depth=metrics.queue_depth.set,
     )
     service = ExplainService(settings, models, batcher, cache, metrics)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     runtime = Runtime(settings, metrics, models, cache, batcher, service, health_servicer)
 
     def cache_writer(key: str, activation: torch.Tensor, logits: torch.Tensor) -> None:

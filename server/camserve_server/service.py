@@ -68,7 +68,9 @@ class ImageSource:
         if self.tensor is not None:
             array = np.ascontiguousarray(self.tensor)
             shape = str((array.dtype.str, array.shape)).encode()
-            return "tensor", image_key(array.data.cast("B"), shape)
+            # The bytes as a flat uint8 view: memoryview.cast refuses a shape with a zero,
+            # and an empty tensor must reach the shape check (INVALID_ARGUMENT).
+            return "tensor", image_key(array.reshape(-1).view(np.uint8).data, shape)
         raise InvalidArgument(missing)
 
     def model_input(

@@ -57,6 +57,8 @@ async def embedding_map_query(
     if max_points < 0:
         raise InvalidArgument(f"max_points must be >= 0 (0 = every member), got {max_points}")
     side = thumbnail_side(thumbnail_size)
+    # t-SNE and numpy take seeds in [0, 2**32); the proto's int32 may be negative.
+    seed %= 1 << 32
     info = await context.describe(name)
     loaded = context.set_model(info)
     answer = await context.off_loop(_project, context, info, loaded, method, seed, max_points, side)

@@ -94,7 +94,13 @@ class Batcher:
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
-        """Mark a request as on its way (being decoded) so batches wait for it."""
+        """Mark a request as on its way (being decoded) so batches wait for it.
+
+        A request being decoded counts against ``queue_size`` too, so a full queue is
+        refused before its image is decoded (at once, not after the decode it could not
+        use), and a burst cannot hold more decoded images than the queue would."""
+        if self._depth + self._arriving >= self.queue_size:
+            raise Overloaded(f"the queue is full ({self.queue_size} requests waiting); retry later")
         self._arriving += 1
         try:
             yield
