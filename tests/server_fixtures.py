@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from redis_server import redis_for_tests
+from redis_server import RedisServer, have_redis_server, redis_for_tests
 from server_harness import ServerThread, settings_for, write_test_config
 
-__all__ = ["redis_url", "server", "test_config"]
+__all__ = ["private_redis", "redis_url", "server", "test_config"]
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +34,12 @@ def redis_url() -> Iterator[str]:
     """``$REDIS_URL``, else a private ``redis-server`` for the whole run (skips without one)."""
     with redis_for_tests() as url:
         yield url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis server of the test's own, which it may stop, pause, kill and restart."""
+    if not have_redis_server():
+        pytest.skip("needs the redis-server binary on PATH")
+    with RedisServer() as redis_server:
+        yield redis_server

@@ -9,7 +9,7 @@ from typing import Any
 from camserve_server.config import Settings, load_config_file
 from camserve_server.inprocess import ServerThread
 
-__all__ = ["ServerThread", "settings_for", "write_test_config"]
+__all__ = ["ServerThread", "settings_for", "write_demo_only_config", "write_test_config"]
 
 TEST_MODELS_TOML = """
 [[models]]
@@ -48,6 +48,26 @@ def write_test_config(folder: Path) -> Path:
             demo_std=list(demo.STD),
         )
     )
+    return path
+
+
+DEMO_ONLY_TOML = """
+[[models]]
+name = "demo"
+arch = "camserve_server.demo.model:build_demo_model"
+weights = "{weights}"
+input_size = [64, 64]
+mean = [0.5, 0.5, 0.5]
+std = [0.25, 0.25, 0.25]
+"""
+
+
+def write_demo_only_config(folder: Path) -> Path:
+    """A config serving the demo model alone (fast to start: one small model)."""
+    from camserve_server import demo
+
+    path = folder / "demo-only.toml"
+    path.write_text(DEMO_ONLY_TOML.format(weights=demo.WEIGHTS_PATH.as_posix()))
     return path
 
 

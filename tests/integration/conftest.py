@@ -8,6 +8,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server_fixtures import redis_url, server, test_config
+from server_fixtures import private_redis, redis_url, server, test_config
 
-__all__ = ["redis_url", "server", "test_config"]
+__all__ = ["private_redis", "redis_url", "server", "test_config"]

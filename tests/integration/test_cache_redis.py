@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 import torch
-from redis_server import RedisServer, have_redis_server
 
 from camserve_server.runtime.cache import TieredCache, from_url
 from camserve_server.runtime.cache_format import CachedActivation, CacheKey, decode, image_key
+from redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -31,15 +31,6 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    """A server of this test's own, which it may stop, pause and restart."""
-    if not have_redis_server():
-        pytest.skip("needs the redis-server binary on PATH")
-    with RedisServer() as server:
-        yield server
 
 
 class Recorder:

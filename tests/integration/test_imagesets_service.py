@@ -23,19 +23,10 @@ from camserve.v1 import imagesets_pb2 as pb
 from camserve.v1 import imagesets_pb2_grpc
 from camserve_server.demo.data import make_dataset
 from camserve_server.imagesets.receptive_field import cached_receptive_field
-from server_harness import ServerThread, settings_for
+from server_harness import ServerThread, settings_for, write_demo_only_config
 
 PER_CLASS = 8
 CLASSES = 6
-DEMO_ONLY = """
-[[models]]
-name = "demo"
-arch = "camserve_server.demo.model:build_demo_model"
-weights = "{weights}"
-input_size = [64, 64]
-mean = [0.5, 0.5, 0.5]
-std = [0.25, 0.25, 0.25]
-"""
 
 
 def set_stub(address: str) -> imagesets_pb2_grpc.ImageSetServiceStub:
@@ -352,10 +343,7 @@ def test_bad_requests_get_a_clear_status(server: ServerThread, indexed: str) -> 
 
 
 def test_set_limits_fail_the_images_past_them(tmp_path: Path) -> None:
-    from camserve_server import demo
-
-    config = tmp_path / "models.toml"
-    config.write_text(DEMO_ONLY.format(weights=demo.WEIGHTS_PATH.as_posix()))
+    config = write_demo_only_config(tmp_path)
     with ServerThread(settings_for(config, max_set_images=5)) as limited:
         stub = set_stub(limited.address)
         replies = index(stub, "small", [(i, b) for i, b, _ in dataset(8, seed=4)])
@@ -372,12 +360,9 @@ def test_redis_going_away_mid_index_fails_clearly_and_keeps_what_was_written(
 ) -> None:
     from redis_server import RedisServer, have_redis_server
 
-    from camserve_server import demo
-
     if not have_redis_server():
         pytest.skip("needs the redis-server binary on PATH (Redis tests must run in CI)")
-    config = tmp_path / "models.toml"
-    config.write_text(DEMO_ONLY.format(weights=demo.WEIGHTS_PATH.as_posix()))
+    config = write_demo_only_config(tmp_path)
     images = [(i, b) for i, b, _ in dataset(12, seed=8)]
     first_reply = threading.Event()
     with (

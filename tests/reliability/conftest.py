@@ -12,9 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from server_fixtures import redis_url, server, test_config
+from server_fixtures import private_redis, redis_url, server, test_config
 
-__all__ = ["redis_url", "server", "test_config"]
+__all__ = ["private_redis", "redis_url", "server", "test_config"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -26,25 +26,16 @@ import grpc
 import pytest
 import redis
 import torch
-from redis_server import free_port
 from rpc_helpers import random_image
 
 from camserve.v1 import imagesets_pb2 as pb
 from camserve.v1 import imagesets_pb2_grpc
-from server_harness import ServerThread, settings_for
+from redis_server import free_port
+from server_harness import ServerThread, settings_for, write_demo_only_config
 
 STORE_LOGGER = "camserve_server.imagesets.store_redis"
 PREFIX = "camserve:sets:v1"  # the server's default key prefix for image sets
 START_TIMEOUT_S = 240
-DEMO_ONLY = """
-[[models]]
-name = "demo"
-arch = "camserve_server.demo.model:build_demo_model"
-weights = "{weights}"
-input_size = [64, 64]
-mean = [0.5, 0.5, 0.5]
-std = [0.25, 0.25, 0.25]
-"""
 ONE_MODEL = """
 [[models]]
 name = "{name}"
@@ -78,14 +69,6 @@ def _assert_says_nothing_of_the_store(details: str, redis_address: str) -> None:
     assert "\n" not in details and len(details) < 200, details
 
 
-def _demo_config(folder: Path) -> Path:
-    from camserve_server import demo
-
-    config = folder / "demo.toml"
-    config.write_text(DEMO_ONLY.format(weights=demo.WEIGHTS_PATH.as_posix()))
-    return config
-
-
 # 9. Error text says too much.
 
 
@@ -115,7 +98,7 @@ def redis_server_thread(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     """A demo-only server whose image sets live in the shared test Redis."""
-    config = _demo_config(tmp_path_factory.mktemp("redis-sets"))
+    config = write_demo_only_config(tmp_path_factory.mktemp("redis-sets"))
     with ServerThread(settings_for(config, redis_url=redis_url)) as thread:
         yield thread
 
@@ -158,7 +141,7 @@ def test_an_unreachable_redis_is_unavailable_without_its_address(
 ) -> None:
     port = free_port()  # nothing listens there
     url = f"redis://127.0.0.1:{port}/0"
-    with ServerThread(settings_for(_demo_config(tmp_path), redis_url=url)) as thread:
+    with ServerThread(settings_for(write_demo_only_config(tmp_path), redis_url=url)) as thread:
         stub = _set_stub(thread.address)
         caplog.set_level(logging.WARNING, logger=STORE_LOGGER)
         for call in (

@@ -49,7 +49,7 @@ from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc, imagesets_pb2_grpc
 from camserve.v1 import imagesets_pb2 as ipb
 from camserve.v1 import jobs_pb2 as jpb
-from redis_server import RedisServer, have_redis_server
+from redis_server import RedisServer
 from server_harness import ServerThread, settings_for
 
 # ---------------------------------------------------------------------------------------
@@ -225,15 +225,6 @@ def _failures(samples: Sequence[Sample]) -> list[str]:
         for s in samples
         if s.code != grpc.StatusCode.OK
     ]
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    """A Redis server of this test's own, to kill, freeze and restart."""
-    if not have_redis_server():
-        pytest.skip("needs the redis-server binary on PATH")
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
