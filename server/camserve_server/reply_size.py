@@ -19,7 +19,7 @@ from .errors import InvalidArgument
 
 DEFAULT_OUTPUT_SIDE = 1024
 HEATMAP_BYTES = {"float32": 4, "float16": 2, "uint8": 1}
-RAW_BYTES = 4  # raw attributions are float32, (3, H, W) at the model's input size
+RAW_BYTES = 4  # raw maps are float32, at most the input's size
 REPLY_OVERHEAD_BYTES = 64 << 10  # labels, top classes, timings, framing
 
 
@@ -44,12 +44,14 @@ def reply_bytes(
     output: tuple[int, int],
     dtype: str,
     raw_input: tuple[int, int] | None = None,
+    raw_channels: int = 3,
 ) -> int:
     """An upper bound of the reply's bytes: ``targets`` heatmaps of ``output`` pixels in
-    ``dtype``, plus, with ``raw_input``, one float32 ``(3, H, W)`` attribution each."""
+    ``dtype``, plus, with ``raw_input``, one float32 raw map each: ``(3, H, W)`` for an
+    attribution, at most ``(H, W)`` for a CAM (its layer is no larger than the input)."""
     per_target = output[0] * output[1] * HEATMAP_BYTES[dtype]
     if raw_input is not None:
-        per_target += 3 * raw_input[0] * raw_input[1] * RAW_BYTES
+        per_target += raw_channels * raw_input[0] * raw_input[1] * RAW_BYTES
     return targets * per_target + REPLY_OVERHEAD_BYTES
 
 

@@ -260,19 +260,29 @@ class ExplainService:
     def _check_reply_size(
         self, loaded: LoadedModel, method: Method, query: ExplainQuery, targets: int
     ) -> None:
-        """Refuse, before any work, a request whose heatmaps cannot fit in one reply. The
-        picture's header is read only when the capped default size could be too large."""
-        attributions = method.family in ("gradient", "perturbation")
-        raw_input = loaded.primary.input_size if query.return_raw and attributions else None
+        """Refuse, before any work, a request whose heatmaps cannot fit in one reply.
+
+        An encoded picture's maps default to its size, capped: its header is read only
+        when the cap itself could be too large. A tensor's maps default to the tensor's
+        size, as do its raw attributions."""
         limit = self.settings.max_message_bytes
+        tensor = query.source.tensor if query.source.encoded is None else None
+        if tensor is not None and tensor.ndim >= 2:
+            picture: tuple[int, int] | None = (int(tensor.shape[-2]), int(tensor.shape[-1]))
+        else:
+            picture = None
+        raw_input = (picture or loaded.primary.input_size) if query.return_raw else None
+        raw_channels = 3 if method.family in ("gradient", "perturbation") else 1
         if query.out_size is not None:
             output = query.out_size
+        elif picture is not None:
+            output = picture
         else:
             largest = (DEFAULT_OUTPUT_SIDE, DEFAULT_OUTPUT_SIDE)
-            if reply_bytes(targets, largest, query.dtype, raw_input) <= limit:
+            if reply_bytes(targets, largest, query.dtype, raw_input, raw_channels) <= limit:
                 return
             output = _output_size(query.source, self.settings.max_image_pixels)
-        check_reply_fits(reply_bytes(targets, output, query.dtype, raw_input), limit)
+        check_reply_fits(reply_bytes(targets, output, query.dtype, raw_input, raw_channels), limit)
 
     def filters(self, model: str, layer: str | None) -> tuple[str, np.ndarray]:
         """A convolution's weights ``(K, C, kh, kw)``; the first convolution by default."""

@@ -155,9 +155,11 @@ def activations_response(profile_only: bool, answer: ExplainAnswer) -> pb.Activa
 
 
 class ReplyTooLarge(CamserveError):
-    """A reply larger than the server may send (``--max-message-bytes``)."""
+    """A reply larger than the server may send (``--max-message-bytes``): INVALID_ARGUMENT,
+    as when the same request is refused before any work (``reply_size.py``), since asking
+    again the same way can never succeed (RESOURCE_EXHAUSTED tells clients to retry)."""
 
-    status = "RESOURCE_EXHAUSTED"
+    status = "INVALID_ARGUMENT"
 
 
 def array_bytes(answer: ExplainAnswer) -> int:
@@ -173,9 +175,10 @@ def within_limit(reply: R, answer: ExplainAnswer, limit: int) -> R:
     """``reply``, or ``ReplyTooLarge`` when it is over ``limit`` bytes.
 
     grpc would fail such a call only after the handler returned: the caller would get
-    RESOURCE_EXHAUSTED while the metrics said OK, and on a stream every other answer
-    would be lost with it. The exact size is a full encode (upb), so it is computed only
-    when the arrays come near the limit; the rest of a reply is a few kilobytes.
+    RESOURCE_EXHAUSTED (read as "retry later") while the metrics said OK, and on a stream
+    every other answer would be lost with it. The exact size is a full encode (upb), so
+    it is computed only when the arrays come near the limit; the rest of a reply is a few
+    kilobytes.
     """
     if array_bytes(answer) * 2 < limit:
         return reply

@@ -17,7 +17,6 @@ from typing import IO
 
 import grpc
 import pytest
-from redis_server import free_port
 from rpc_helpers import random_image, request
 
 from camserve.v1 import explain_pb2_grpc
@@ -25,6 +24,7 @@ from camserve_server.__main__ import main
 from camserve_server.config import Settings
 from camserve_server.errors import InvalidArgument
 from camserve_server.processes import check_processes
+from redis_server import free_port
 
 START_TIMEOUT_S = 180
 CONNECTIONS = 24

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer, have_redis_server
 from rpc_helpers import metric_value, random_image, request, stub
 
+from redis_server import RedisServer, have_redis_server
 from server_harness import ServerThread, settings_for
 
 pytestmark = pytest.mark.redis

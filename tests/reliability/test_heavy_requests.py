@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from rpc_helpers import heatmap, random_image, request, stub
 
+from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
 from server_harness import ServerThread, settings_for
 
@@ -59,6 +60,18 @@ def test_a_reply_that_cannot_fit_is_refused_before_any_work(server: ServerThread
     huge = request("r18", "gradcam", random_image(11), top_k=6, height=8192, width=8192)
     with pytest.raises(grpc.RpcError) as caught:
         stub(server.address).Explain(huge, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message limit" in str(caught.value.details())
+    assert _batches(server) == before, "nothing was computed"
+
+
+def test_a_tensor_whose_maps_cannot_fit_is_refused_before_any_work(server: ServerThread) -> None:
+    # A tensor's maps have the tensor's size: four 1600x1600 float32 maps are 41 MB.
+    array = np.random.default_rng(3).standard_normal((3, 1600, 1600)).astype(np.float32)
+    big = request("r18", "gradcam", pb.ImageInput(tensor=tensors.to_proto(array)), top_k=4)
+    before = _batches(server)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub(server.address).Explain(big, timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "message limit" in str(caught.value.details())
     assert _batches(server) == before, "nothing was computed"

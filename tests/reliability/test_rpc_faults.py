@@ -317,20 +317,20 @@ def small_replies() -> Iterator[ServerThread]:
     thread.stop()
 
 
-def test_a_reply_too_large_is_recorded_as_resource_exhausted(small_replies: ServerThread) -> None:
+def test_a_reply_too_large_is_invalid_argument_and_recorded_so(small_replies: ServerThread) -> None:
     # 16 feature maps of 64 x 64 float32: 256 KiB, found too large only once computed
     maps = pb.ActivationsRequest(
         model="demo", input=pb.ImageInput(encoded=random_image(43)), layer="features.block1.0"
     )
     before = {
         code: _latency_count(small_replies, "demo", "feature_maps", code)
-        for code in ("OK", "RESOURCE_EXHAUSTED")
+        for code in ("OK", "INVALID_ARGUMENT")
     }
     error = _code_of(lambda: stub(small_replies.address).Activations(maps, timeout=10))
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert "max-message-bytes" in (error.details() or "")
-    exhausted = _latency_count(small_replies, "demo", "feature_maps", "RESOURCE_EXHAUSTED")
-    assert exhausted == before["RESOURCE_EXHAUSTED"] + 1
+    refused = _latency_count(small_replies, "demo", "feature_maps", "INVALID_ARGUMENT")
+    assert refused == before["INVALID_ARGUMENT"] + 1
     assert _latency_count(small_replies, "demo", "feature_maps", "OK") == before["OK"]
 
 
