@@ -56,10 +56,12 @@ def reply_bytes(
 
 
 def check_reply_fits(size: int, limit: int) -> None:
-    """Refuse, before any work, an answer of ``size`` bytes that ``limit`` would refuse."""
+    """Refuse an answer of ``size`` bytes that ``limit`` would refuse: before any work when
+    its size can be told from the request, else once the reply is built."""
     if size > limit:
         raise InvalidArgument(
             f"the reply would take about {size / 2**20:.1f} MiB, over the server's "
-            f"{limit / 2**20:.0f} MiB message limit: ask for fewer targets, a smaller "
-            "output size, or the uint8 or float16 heatmap dtype"
+            f"{limit / 2**20:.0f} MiB message limit (--max-message-bytes): ask for less "
+            "(fewer targets or channels, a smaller output size, the uint8 or float16 "
+            "heatmap dtype, no raw maps)"
         )

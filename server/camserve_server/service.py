@@ -281,7 +281,11 @@ class ExplainService:
             largest = (DEFAULT_OUTPUT_SIDE, DEFAULT_OUTPUT_SIDE)
             if reply_bytes(targets, largest, query.dtype, raw_input, raw_channels) <= limit:
                 return
-            output = _output_size(query.source, self.settings.max_image_pixels)
+            encoded = query.source.encoded
+            if encoded is None:
+                raise InvalidArgument(NO_IMAGE)
+            picture_size = image_size(encoded, max_pixels=self.settings.max_image_pixels)
+            output = default_output_size(picture_size)
         check_reply_fits(reply_bytes(targets, output, query.dtype, raw_input, raw_channels), limit)
 
     def filters(self, model: str, layer: str | None) -> tuple[str, np.ndarray]:
@@ -473,16 +477,6 @@ def _small_answer(query: ExplainQuery, prepared: _Prepared, result: ItemResult) 
         height, width = int(prepared.x.shape[-2]), int(prepared.x.shape[-1])
     maps = len(result.targets) * (2 if query.return_raw else 1)
     return height * width * maps <= INLINE_ANSWER_PIXELS
-
-
-def _output_size(source: ImageSource, max_pixels: int) -> tuple[int, int]:
-    """The heatmaps' default size for ``source``: its picture's (header only), capped, or a
-    tensor's own."""
-    if source.encoded is not None:
-        return default_output_size(image_size(source.encoded, max_pixels=max_pixels))
-    if source.tensor is not None and source.tensor.ndim >= 2:
-        return int(source.tensor.shape[-2]), int(source.tensor.shape[-1])
-    raise InvalidArgument(NO_IMAGE)
 
 
 def _hashable(value: Any) -> Any:

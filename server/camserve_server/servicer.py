@@ -17,8 +17,9 @@ from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
 
-from .errors import CamserveError, InvalidArgument
+from .errors import InvalidArgument
 from .methods import METHODS
+from .reply_size import check_reply_fits
 from .rpc.interceptors import monotonic_deadline, status_of
 from .runtime.metrics import Metrics
 from .service import ExplainAnswer, ExplainQuery, ExplainService, ImageSource
@@ -154,14 +155,6 @@ def activations_response(profile_only: bool, answer: ExplainAnswer) -> pb.Activa
     return reply
 
 
-class ReplyTooLarge(CamserveError):
-    """A reply larger than the server may send (``--max-message-bytes``): INVALID_ARGUMENT,
-    as when the same request is refused before any work (``reply_size.py``), since asking
-    again the same way can never succeed (RESOURCE_EXHAUSTED tells clients to retry)."""
-
-    status = "INVALID_ARGUMENT"
-
-
 def array_bytes(answer: ExplainAnswer) -> int:
     """The bytes of an answer's arrays as they go on the wire: nearly all of its reply."""
     total = sum(int(h.nbytes) for h in answer.heatmaps)
@@ -172,7 +165,7 @@ def array_bytes(answer: ExplainAnswer) -> int:
 
 
 def within_limit(reply: R, answer: ExplainAnswer, limit: int) -> R:
-    """``reply``, or ``ReplyTooLarge`` when it is over ``limit`` bytes.
+    """``reply``, or INVALID_ARGUMENT (``check_reply_fits``) when it is over ``limit`` bytes.
 
     grpc would fail such a call only after the handler returned: the caller would get
     RESOURCE_EXHAUSTED (read as "retry later") while the metrics said OK, and on a stream
@@ -180,15 +173,8 @@ def within_limit(reply: R, answer: ExplainAnswer, limit: int) -> R:
     it is computed only when the arrays come near the limit; the rest of a reply is a few
     kilobytes.
     """
-    if array_bytes(answer) * 2 < limit:
-        return reply
-    size = reply.ByteSize()
-    if size > limit:
-        raise ReplyTooLarge(
-            f"the reply would be {size} bytes, over the server's limit of {limit} "
-            "(--max-message-bytes): ask for less (a smaller output size or dtype, "
-            "fewer targets or channels, no raw maps)"
-        )
+    if array_bytes(answer) * 2 >= limit:
+        check_reply_fits(reply.ByteSize(), limit)
     return reply
 
 

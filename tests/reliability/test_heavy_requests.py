@@ -55,26 +55,26 @@ def _jpeg(height: int, width: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_reply_that_cannot_fit_is_refused_before_any_work(server: ServerThread) -> None:
+def _refused_before_any_work(server: ServerThread, query: pb.ExplainRequest) -> None:
+    """``query`` is INVALID_ARGUMENT naming the message limit, and no batch ran for it."""
     before = _batches(server)
-    huge = request("r18", "gradcam", random_image(11), top_k=6, height=8192, width=8192)
     with pytest.raises(grpc.RpcError) as caught:
-        stub(server.address).Explain(huge, timeout=30)
+        stub(server.address).Explain(query, timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "message limit" in str(caught.value.details())
     assert _batches(server) == before, "nothing was computed"
+
+
+def test_a_reply_that_cannot_fit_is_refused_before_any_work(server: ServerThread) -> None:
+    huge = request("r18", "gradcam", random_image(11), top_k=6, height=8192, width=8192)
+    _refused_before_any_work(server, huge)
 
 
 def test_a_tensor_whose_maps_cannot_fit_is_refused_before_any_work(server: ServerThread) -> None:
     # A tensor's maps have the tensor's size: four 1600x1600 float32 maps are 41 MB.
     array = np.random.default_rng(3).standard_normal((3, 1600, 1600)).astype(np.float32)
     big = request("r18", "gradcam", pb.ImageInput(tensor=tensors.to_proto(array)), top_k=4)
-    before = _batches(server)
-    with pytest.raises(grpc.RpcError) as caught:
-        stub(server.address).Explain(big, timeout=60)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "message limit" in str(caught.value.details())
-    assert _batches(server) == before, "nothing was computed"
+    _refused_before_any_work(server, big)
 
 
 def test_repeated_targets_count_once(server: ServerThread) -> None:

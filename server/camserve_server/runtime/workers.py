@@ -315,12 +315,20 @@ class DeviceWorker:
         rows = [i for i, item in enumerate(items) if item.cached is None and item.cache_key]
         if not rows:
             return
-        activations, logits = to_host([result.activations, result.logits])
+        if len(rows) < len(items):  # only the misses leave the device
+            index = torch.tensor(rows, device=result.activations.device)
+            written = [
+                result.activations.index_select(0, index),
+                result.logits.index_select(0, index),
+            ]
+        else:
+            written = [result.activations, result.logits]
+        activations, logits = to_host(written)
         assert activations is not None and logits is not None
-        for i in rows:
+        for row, i in enumerate(rows):
             key = items[i].cache_key
             assert key is not None
-            self.cache_writer(key, activations[i], logits[i])
+            self.cache_writer(key, activations[row], logits[row])
 
 
 class Abandoned(Exception):
