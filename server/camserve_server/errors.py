@@ -1,7 +1,7 @@
 """Domain errors. Each carries the name of the gRPC status it maps to.
 
 The engine raises these without importing grpc; one server interceptor turns
-them into status codes (see ``camserve_server.rpc.errors``).
+them into status codes (``camserve_server.rpc.interceptors``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,12 @@ class CamserveError(Exception):
     """Base class of every error camserve raises on purpose."""
 
     status: str = "INTERNAL"
+
+
+class InternalError(CamserveError):
+    """An unexpected failure; the caller sees a generic message, the log the details."""
+
+    status = "INTERNAL"
 
 
 class InvalidArgument(CamserveError, ValueError):

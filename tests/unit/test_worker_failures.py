@@ -9,13 +9,13 @@ import pytest
 import torch
 import torchvision
 
-from camserve_server.errors import InvalidArgument, Overloaded
+from camserve_server.errors import InternalError, InvalidArgument, Overloaded
 from camserve_server.methods import TargetRequest
 from camserve_server.models import ExplainableModel
 from camserve_server.runtime import workers
 from camserve_server.runtime.batcher import Batcher, GroupKey, WorkItem
 from camserve_server.runtime.metrics import Metrics
-from camserve_server.runtime.workers import DeviceWorker, InternalError, ItemResult
+from camserve_server.runtime.workers import DeviceWorker, ItemResult
 
 
 @pytest.fixture(scope="module")

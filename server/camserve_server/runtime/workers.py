@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import torch
 
-from ..errors import CamserveError, DeadlineExceeded, Overloaded, Unavailable
+from ..errors import CamserveError, DeadlineExceeded, InternalError, Overloaded, Unavailable
 from ..methods import BatchResult, explain, get_method
 from ..methods.chunking import between_chunks
 from ..models import ExplainableModel
@@ -33,7 +33,7 @@ from .intra_op import HEAD_ONLY_THREADS, intra_op_threads, team_size
 from .metrics import Metrics
 from .precision import mixed_precision
 
-__all__ = ["CacheWriter", "DeviceWorker", "InternalError", "ItemResult", "explain"]
+__all__ = ["CacheWriter", "DeviceWorker", "ItemResult", "explain"]
 
 T = TypeVar("T")
 STEP_THREADS = 4
@@ -41,12 +41,6 @@ STEP_THREADS = 4
 log = logging.getLogger(__name__)
 
 CacheWriter = Callable[[str, torch.Tensor, torch.Tensor], None]
-
-
-class InternalError(CamserveError):
-    """An unexpected failure; the caller sees a generic message, the log the details."""
-
-    status = "INTERNAL"
 
 
 @dataclass
