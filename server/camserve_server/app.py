@@ -26,14 +26,16 @@ from .errors import FailedPrecondition
 from .imagesets.service import ImageSetService
 from .imagesets.servicer import ImageSetServicer
 from .jobs.servicer import add_visualize_service
-from .methods import METHODS, get_method
+from .methods import METHODS
 from .models import ExplainableModel
 from .models.loading import LoadedModel, load_model
 from .rpc.interceptors import AuthInterceptor, ErrorInterceptor
-from .runtime.batcher import Batcher, GroupKey
-from .runtime.cache import TieredCache, build_cache
+from .runtime.activation_cache import ActivationCache
+from .runtime.batcher import Batcher
+from .runtime.cache import build_cache
+from .runtime.intra_op import ThreadPolicy
 from .runtime.metrics import Metrics
-from .runtime.precision import autocast_dtype, exact_float32_on_cuda
+from .runtime.precision import autocast_dtype, exact_float32_on_cuda, precision_name
 from .runtime.workers import DeviceWorker
 from .service import ExplainService
 from .servicer import ExplainServicer
@@ -59,7 +61,7 @@ class Runtime:
     settings: Settings
     metrics: Metrics
     models: dict[str, LoadedModel]
-    cache: TieredCache
+    cache: ActivationCache
     batcher: Batcher
     service: ExplainService
     health: health.aio.HealthServicer
@@ -147,31 +149,25 @@ def build_runtime(settings: Settings) -> Runtime:
         for spec in specs
     }
     metrics.known_names(models, METHODS)
-    cache = build_cache(settings, observer=metrics, models=models.values())
-
-    def batch_limit(group: GroupKey) -> int:
-        if get_method(group.method).heavy:
-            return max(1, min(settings.heavy_batch_size, settings.max_batch_size))
-        return settings.max_batch_size
-
+    store = build_cache(settings, observer=metrics, models=models.values())
+    cache = ActivationCache(store, precision_name(settings.precision))
     batcher = Batcher(
         max_batch_size=settings.max_batch_size,
+        heavy_batch_size=settings.heavy_batch_size,
         max_delay_s=settings.max_delay_ms / 1e3,
         queue_size=settings.queue_size,
-        batch_limit=batch_limit,
         on_depth=metrics.queue_depth.set,
     )
-    service = ExplainService(settings, models, batcher, cache, metrics)
+    threads = ThreadPolicy()  # the intra-op team, read once, shared by decode and workers
+    service = ExplainService(settings, models, batcher, cache, metrics, threads)
     health_servicer = HealthServicer()
     runtime = Runtime(settings, metrics, models, cache, batcher, service, health_servicer)
-
-    def cache_writer(key: str, activation: torch.Tensor, logits: torch.Tensor) -> None:
-        cache.put_activation(key, activation, logits)
-
     for device in devices:
         replicas = {name: loaded.replicas[str(device)] for name, loaded in models.items()}
         runtime.workers.append(
-            DeviceWorker(device, replicas, batcher, metrics, cache_writer, autocast=autocast)
+            DeviceWorker(
+                device, replicas, batcher, metrics, cache, autocast=autocast, threads=threads
+            )
         )
     return runtime
 

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -17,15 +17,20 @@ from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
 
+from .answers import ActivationsAnswer, EmbedAnswer, ExplainAnswer
 from .errors import InvalidArgument
 from .methods import METHODS
+from .query import ExplainQuery
 from .reply_size import check_reply_fits
 from .rpc.interceptors import monotonic_deadline, status_of
+from .rpc.messages import class_scores, image_source, option_value, option_values
 from .runtime.metrics import Metrics
-from .service import ExplainAnswer, ExplainQuery, ExplainService, ImageSource
+from .service import ExplainService
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Message)
+A = TypeVar("A", ExplainAnswer, EmbedAnswer, ActivationsAnswer)
+Answer = ExplainAnswer | EmbedAnswer | ActivationsAnswer
 
 _DTYPES = {
     pb.DTYPE_UNSPECIFIED: "float32",
@@ -33,45 +38,6 @@ _DTYPES = {
     pb.DTYPE_FLOAT16: "float16",
     pb.DTYPE_UINT8: "uint8",
 }
-
-
-def _source(message: pb.ImageInput) -> ImageSource:
-    which = message.WhichOneof("source")
-    if which == "encoded":
-        if not message.encoded:
-            raise InvalidArgument("the image bytes are empty")
-        return ImageSource(encoded=message.encoded)
-    if which == "tensor":
-        try:
-            return ImageSource(tensor=tensors.from_proto(message.tensor))
-        except ValueError as exc:
-            raise InvalidArgument(f"bad tensor: {exc}") from None
-    raise InvalidArgument("the request carries no image: set input.encoded or input.tensor")
-
-
-def _option(value: pb.OptionValue) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "number":
-        number = value.number
-        return int(number) if number.is_integer() else number
-    if kind == "text":
-        return value.text
-    if kind == "flag":
-        return value.flag
-    if kind == "numbers":
-        return [int(v) if float(v).is_integer() else v for v in value.numbers.values]
-    raise InvalidArgument("an option value is empty")
-
-
-def option_value(value: Any) -> pb.OptionValue:
-    """A Python option default as an ``OptionValue``."""
-    if isinstance(value, bool):
-        return pb.OptionValue(flag=value)
-    if isinstance(value, int | float):
-        return pb.OptionValue(number=float(value))
-    if isinstance(value, tuple | list):
-        return pb.OptionValue(numbers=pb.NumberList(values=[float(v) for v in value]))
-    return pb.OptionValue(text=str(value))
 
 
 def to_query(request: pb.ExplainRequest, deadline: float | None) -> ExplainQuery:
@@ -88,11 +54,11 @@ def to_query(request: pb.ExplainRequest, deadline: float | None) -> ExplainQuery
     return ExplainQuery(
         model=request.model,
         method=request.method or "gradcam",
-        source=_source(request.input),
+        source=image_source(request.input),
         classes=tuple(request.targets.classes),
         top_k=request.targets.top_k,
         layer=request.layer or None,
-        options={k: _option(v) for k, v in request.options.items()},
+        options=option_values(request.options),
         out_size=(out.height, out.width) if out.height else None,
         dtype=_DTYPES[out.dtype],
         return_raw=out.return_raw,
@@ -120,10 +86,7 @@ def to_response(request_id: str, answer: ExplainAnswer) -> pb.ExplainResponse:
         variant=answer.variant,
         layer=answer.layer,
         heatmaps=heatmaps,
-        top_classes=[
-            pb.ClassScore(index=c.index, label=c.label, probability=c.probability, logit=c.logit)
-            for c in answer.top_classes
-        ],
+        top_classes=class_scores(answer.top_classes),
         cache_hit=answer.cache_hit,
         timings=pb.Timings(**answer.timings),
         metrics=answer.metrics,
@@ -132,39 +95,27 @@ def to_response(request_id: str, answer: ExplainAnswer) -> pb.ExplainResponse:
     )
 
 
-def embed_response(answer: ExplainAnswer) -> pb.EmbedResponse:
+def embed_response(answer: EmbedAnswer) -> pb.EmbedResponse:
     """An embedding answer as an ``EmbedResponse``."""
-    assert answer.values is not None
-    vector = answer.values.astype(np.float32)
+    vector = answer.vector
     return pb.EmbedResponse(
         vector=tensors.to_proto(vector), layer=answer.layer, dim=int(vector.size)
     )
 
 
-def activations_response(profile_only: bool, answer: ExplainAnswer) -> pb.ActivationsResponse:
+def activations_response(answer: ActivationsAnswer) -> pb.ActivationsResponse:
     """A feature-map or channel-profile answer as an ``ActivationsResponse``."""
-    assert answer.values is not None
     reply = pb.ActivationsResponse(layer=answer.layer)
-    if profile_only:
-        reply.profile.CopyFrom(tensors.to_proto(answer.values.astype(np.float32)))
-    else:
-        maps = answer.values.astype(np.float32)
-        reply.maps.CopyFrom(tensors.to_proto(maps))
-        reply.channels.extend(answer.channels or [])
-        reply.profile.CopyFrom(tensors.to_proto(maps.mean(axis=(1, 2)).astype(np.float32)))
+    if answer.maps is not None:
+        reply.maps.CopyFrom(tensors.to_proto(answer.maps))
+        reply.channels.extend(answer.channels)
+    reply.profile.CopyFrom(tensors.to_proto(answer.profile))
     return reply
 
 
-def array_bytes(answer: ExplainAnswer) -> int:
-    """The bytes of an answer's arrays as they go on the wire: nearly all of its reply."""
-    total = sum(int(h.nbytes) for h in answer.heatmaps)
-    total += sum(int(r.size) * 4 for r in answer.raw or [])  # sent as float32
-    if answer.values is not None:
-        total += int(answer.values.size) * 4
-    return total
-
-
-def within_limit(reply: R, answer: ExplainAnswer, limit: int) -> R:
+def within_limit(
+    reply: R, answer: ExplainAnswer | EmbedAnswer | ActivationsAnswer, limit: int
+) -> R:
     """``reply``, or INVALID_ARGUMENT (``check_reply_fits``) when it is over ``limit`` bytes.
 
     grpc would fail such a call only after the handler returned: the caller would get
@@ -173,7 +124,7 @@ def within_limit(reply: R, answer: ExplainAnswer, limit: int) -> R:
     it is computed only when the arrays come near the limit; the rest of a reply is a few
     kilobytes.
     """
-    if array_bytes(answer) * 2 >= limit:
+    if answer.array_bytes() * 2 >= limit:
         check_reply_fits(reply.ByteSize(), limit)
     return reply
 
@@ -214,16 +165,17 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
             self.metrics.inflight.dec()
             self.metrics.observe_request(model, method, code.name, time.perf_counter() - started)
 
-    async def _answer(self, query: ExplainQuery, build: Callable[[ExplainAnswer], R]) -> R:
-        """The reply ``build`` makes of the query's answer, refused when too large to send."""
-        answer = await self.service.explain(query)
+    async def _reply(self, answering: Awaitable[A], build: Callable[[A], R]) -> R:
+        """The reply ``build`` makes of the answer, refused when too large to send."""
+        answer = await answering
         return within_limit(build(answer), answer, self.service.settings.max_message_bytes)
 
     async def Explain(
         self, request: pb.ExplainRequest, context: aio.ServicerContext
     ) -> pb.ExplainResponse:
         query = to_query(request, monotonic_deadline(context))
-        reply = self._answer(query, functools.partial(to_response, request.request_id))
+        build = functools.partial(to_response, request.request_id)
+        reply = self._reply(self.service.explain(query), build)
         return await self._timed(request.model, query.method, query.deadline, reply)
 
     async def ExplainStream(
@@ -240,7 +192,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
         async def answer_one(request: pb.ExplainRequest) -> None:
             try:
                 query = to_query(request, deadline)
-                work = self._answer(query, functools.partial(in_stream, request.request_id))
+                build = functools.partial(in_stream, request.request_id)
+                work = self._reply(self.service.explain(query), build)
                 reply = await self._timed(request.model, query.method, deadline, work)
             except asyncio.CancelledError:
                 raise
@@ -281,12 +234,12 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
         query = ExplainQuery(
             model=request.model,
             method="embedding",
-            source=_source(request.input),
+            source=image_source(request.input),
             layer=request.layer or None,
             options={"normalize": request.normalize},
             deadline=monotonic_deadline(context),
         )
-        reply = self._answer(query, embed_response)
+        reply = self._reply(self.service.embed(query), embed_response)
         return await self._timed(request.model, "embedding", query.deadline, reply)
 
     async def Activations(
@@ -297,12 +250,13 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
         query = ExplainQuery(
             model=request.model,
             method=method,
-            source=_source(request.input),
+            source=image_source(request.input),
             layer=request.layer or None,
             options={} if profile_only else {"top_k": request.top_k},
             deadline=monotonic_deadline(context),
         )
-        reply = self._answer(query, functools.partial(activations_response, profile_only))
+        answering = self.service.activations(query, profile_only=profile_only)
+        reply = self._reply(answering, activations_response)
         return await self._timed(request.model, method, query.deadline, reply)
 
     async def Filters(

@@ -73,16 +73,16 @@ def _metric(thread: ServerThread, name: str, labels: dict[str, str]) -> float:
 def test_an_out_of_memory_batch_splits_and_every_request_is_answered(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = workers.explain
+    real = workers.run_batch
     sizes: list[int] = []
 
-    def explain(model: Any, method: str, x: torch.Tensor, **kwargs: Any) -> Any:
-        sizes.append(x.shape[0])
-        if x.shape[0] > 2:
+    def run_batch(method: Any, batch: Any) -> Any:
+        sizes.append(batch.x.shape[0])
+        if batch.x.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(model, method, x, **kwargs)
+        return real(method, batch)
 
-    monkeypatch.setattr(workers, "explain", explain)
+    monkeypatch.setattr(workers, "run_batch", run_batch)
     requests = [_request("gradcam", seed, {}) for seed in range(8)]
     replies = _send_all(server.address, requests, callers=8)
     assert all(len(reply.heatmaps) == 1 for reply in replies)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -12,6 +13,9 @@ import redis
 import torch
 
 from camserve_server.config import Settings
+from camserve_server.methods import BatchResult, CachedLayer, TargetRequest, get_method
+from camserve_server.runtime.activation_cache import ActivationCache
+from camserve_server.runtime.batcher import GroupKey, WorkItem
 from camserve_server.runtime.cache import TieredCache, build_cache, cache_key, from_url
 from camserve_server.runtime.cache_breaker import CircuitBreaker
 from camserve_server.runtime.cache_format import CachedActivation, CacheKey, encode
@@ -483,14 +487,22 @@ def test_tiered_promotes_redis_hits_into_memory() -> None:
     reader.close()
 
 
-def test_tiered_write_matches_the_worker_cache_writer_signature() -> None:
-    cache = from_url(None)
+def test_write_back_stores_the_misses_of_a_batch_row_by_row() -> None:
+    cache = ActivationCache(from_url(None), "float32")
     batch, logits = torch.randn(2, 3, 4, 4), torch.randn(2, 5)
-    cache.put_activation("k", batch[1], logits[1])
-    value, tier = cache.get("k")
+    group = GroupKey("m", get_method("gradcam"), "layer", (), (3, 8, 8))
+    loop = asyncio.new_event_loop()
+    items = [
+        WorkItem(group, None, TargetRequest(), loop.create_future(), cached=hit, cache_key=key)
+        for hit, key in ((CachedLayer(batch[0], logits[0]), "hit"), (None, "k"))
+    ]
+    loop.close()
+    cache.write_back(BatchResult("gradcam", "", "layer", [], batch, logits), items)
+    value, tier = cache.store.get("k")
     assert tier == "memory"
     assert value is not None
     assert torch.equal(value.activation, batch[1])
+    assert cache.store.get("hit") == (None, None)
 
 
 def test_from_url() -> None:

@@ -11,8 +11,9 @@ import torch
 import torchvision
 
 from camserve_server.errors import Unavailable
-from camserve_server.methods import TargetRequest
+from camserve_server.methods import TargetRequest, get_method
 from camserve_server.methods.chunking import between_chunks, spans
+from camserve_server.methods.options import parse_options
 from camserve_server.models import ExplainableModel
 from camserve_server.runtime.batcher import Batcher, GroupKey, WorkItem
 from camserve_server.runtime.device_slot import DeviceSlot, Priority
@@ -92,7 +93,9 @@ def model() -> ExplainableModel:
 
 
 def _item(method: str, layer: str | None, options: tuple[tuple[str, object], ...]) -> WorkItem:
-    group = GroupKey("m", method, layer, options, (3, 32, 32))
+    chosen = get_method(method)
+    parsed = tuple(sorted(parse_options(method, chosen.options, dict(options)).items()))
+    group = GroupKey("m", chosen, layer, parsed, (3, 32, 32))
     future = asyncio.get_running_loop().create_future()
     return WorkItem(group, torch.randn(3, 32, 32), TargetRequest(classes=(1,)), future)
 

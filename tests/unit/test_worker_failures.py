@@ -10,7 +10,8 @@ import torch
 import torchvision
 
 from camserve_server.errors import InternalError, InvalidArgument, Overloaded
-from camserve_server.methods import TargetRequest
+from camserve_server.methods import Method, TargetRequest, get_method
+from camserve_server.methods.base import BatchInput
 from camserve_server.models import ExplainableModel
 from camserve_server.runtime import workers
 from camserve_server.runtime.batcher import Batcher, GroupKey, WorkItem
@@ -32,7 +33,7 @@ def _worker(model: ExplainableModel) -> DeviceWorker:
 
 
 def _items(n: int, loop: asyncio.AbstractEventLoop) -> list[WorkItem]:
-    group = GroupKey("m", "gradcam", "layer4", (), (3, 32, 32))
+    group = GroupKey("m", get_method("gradcam"), "layer4", (), (3, 32, 32))
     return [
         WorkItem(group, torch.randn(3, 32, 32), TargetRequest(classes=(i,)), loop.create_future())
         for i in range(n)
@@ -42,16 +43,16 @@ def _items(n: int, loop: asyncio.AbstractEventLoop) -> list[WorkItem]:
 def test_out_of_memory_splits_the_batch(
     model: ExplainableModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = workers.explain
+    real = workers.run_batch
     sizes: list[int] = []
 
-    def explain(model: ExplainableModel, method: str, x: torch.Tensor, **kwargs: Any) -> Any:
-        sizes.append(x.shape[0])
-        if x.shape[0] > 2:
+    def run_batch(method: Method, batch: BatchInput) -> Any:
+        sizes.append(batch.x.shape[0])
+        if batch.x.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, method, x, **kwargs)
+        return real(method, batch)
 
-    monkeypatch.setattr(workers, "explain", explain)
+    monkeypatch.setattr(workers, "run_batch", run_batch)
     loop = asyncio.new_event_loop()
     outcomes = _worker(model).compute(_items(8, loop))
     loop.close()
@@ -63,10 +64,10 @@ def test_out_of_memory_splits_the_batch(
 def test_a_single_request_out_of_memory_is_overloaded(
     model: ExplainableModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def explain(*_args: Any, **_kwargs: Any) -> Any:
+    def run_batch(*_args: Any) -> Any:
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(workers, "explain", explain)
+    monkeypatch.setattr(workers, "run_batch", run_batch)
     loop = asyncio.new_event_loop()
     outcomes = _worker(model).compute(_items(1, loop))
     loop.close()
@@ -77,14 +78,14 @@ def test_a_single_request_out_of_memory_is_overloaded(
 def test_a_failing_request_fails_alone(
     model: ExplainableModel, monkeypatch: pytest.MonkeyPatch, failure: Exception
 ) -> None:
-    real = workers.explain
+    real = workers.run_batch
 
-    def explain(model: ExplainableModel, method: str, x: torch.Tensor, **kwargs: Any) -> Any:
-        if any(t.classes == (3,) for t in kwargs["targets"]):
+    def run_batch(method: Method, batch: BatchInput) -> Any:
+        if any(t.classes == (3,) for t in batch.targets):
             raise failure
-        return real(model, method, x, **kwargs)
+        return real(method, batch)
 
-    monkeypatch.setattr(workers, "explain", explain)
+    monkeypatch.setattr(workers, "run_batch", run_batch)
     loop = asyncio.new_event_loop()
     outcomes = _worker(model).compute(_items(5, loop))
     loop.close()

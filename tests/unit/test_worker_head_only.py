@@ -10,9 +10,10 @@ import pytest
 import torch
 import torchvision
 
-from camserve_server.methods import CachedLayer, TargetRequest, explain
+from camserve_server.methods import CachedLayer, TargetRequest, explain, get_method
 from camserve_server.models import ExplainableModel
 from camserve_server.runtime import workers
+from camserve_server.runtime.activation_cache import ActivationCache, placeholder
 from camserve_server.runtime.batcher import Batcher, GroupKey, WorkItem
 from camserve_server.runtime.intra_op import intra_op_threads, team_size
 from camserve_server.runtime.metrics import Metrics
@@ -57,10 +58,10 @@ def test_the_thread_count_is_set_for_the_block_and_the_team_size_left_behind() -
 def _items(
     loop: asyncio.AbstractEventLoop,
     method: str,
-    xs: list[torch.Tensor],
+    xs: list[torch.Tensor | None],
     cached: list[CachedLayer | None],
 ) -> list[WorkItem]:
-    group = GroupKey("m", method, "layer4", (), (3, SIZE, SIZE))
+    group = GroupKey("m", get_method(method), "layer4", (), (3, SIZE, SIZE))
     return [
         WorkItem(group, x, TargetRequest(classes=(1,)), loop.create_future(), cached=c)
         for x, c in zip(xs, cached, strict=True)
@@ -70,14 +71,15 @@ def _items(
 def _thread_counts(
     worker: DeviceWorker, monkeypatch: pytest.MonkeyPatch, items: list[WorkItem]
 ) -> tuple[list[int], list[Any]]:
-    """The intra-op thread count ``explain`` ran with, and the worker's outcomes."""
+    """The intra-op thread count the batch ran with, and the worker's outcomes."""
     counts: list[int] = []
+    real = workers.run_batch
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
+    def spy(*args: Any) -> Any:
         counts.append(torch.get_num_threads())
-        return explain(*args, **kwargs)
+        return real(*args)
 
-    monkeypatch.setattr(workers, "explain", spy)
+    monkeypatch.setattr(workers, "run_batch", spy)
     return counts, worker.compute(items)
 
 
@@ -90,14 +92,13 @@ def test_a_batch_of_cache_hits_runs_without_the_thread_team(
     hits: list[CachedLayer | None] = [
         CachedLayer(fresh.activations[i].clone(), fresh.logits[i].clone()) for i in range(2)
     ]
-    placeholder = torch.zeros(3, SIZE, SIZE)
     batcher = Batcher(max_batch_size=8, max_delay_s=0.0, queue_size=16)
     worker = DeviceWorker(torch.device("cpu"), {"m": model}, batcher, Metrics())
     loop = asyncio.new_event_loop()
     try:
         team = torch.get_num_threads()
         counts, outcomes = _thread_counts(
-            worker, monkeypatch, _items(loop, "gradcam", [placeholder, placeholder], hits)
+            worker, monkeypatch, _items(loop, "gradcam", [None, None], hits)
         )
         assert counts == [1]
         assert torch.get_num_threads() == team
@@ -108,7 +109,7 @@ def test_a_batch_of_cache_hits_runs_without_the_thread_team(
         torch.set_num_threads(1)  # as if this thread had started during a head-only batch
         try:
             counts, _ = _thread_counts(
-                worker, monkeypatch, _items(loop, "gradcam", [x[0], placeholder], [None, hits[1]])
+                worker, monkeypatch, _items(loop, "gradcam", [x[0], None], [None, hits[1]])
             )
         finally:
             torch.set_num_threads(team)
@@ -120,15 +121,15 @@ def test_a_batch_of_cache_hits_runs_without_the_thread_team(
 def test_cache_hits_sharing_the_placeholder_are_expanded_not_copied() -> None:
     loop = asyncio.new_event_loop()
     try:
-        placeholder = torch.zeros(3, SIZE, SIZE)
+        shared_zeros = placeholder((3, SIZE, SIZE))
         entry = CachedLayer(torch.zeros(4, 2, 2), torch.zeros(10))
-        shared = workers._batch_input(
-            _items(loop, "gradcam", [placeholder] * 3, [entry, entry, entry])
+        shared = ActivationCache.batch_input(
+            _items(loop, "gradcam", [None] * 3, [entry, entry, entry])
         )
         assert shared.shape == (3, 3, SIZE, SIZE)
-        assert shared.stride(0) == 0 and shared.data_ptr() == placeholder.data_ptr()
-        mixed = workers._batch_input(
-            _items(loop, "gradcam", [placeholder, torch.ones(3, SIZE, SIZE)], [entry, None])
+        assert shared.stride(0) == 0 and shared.data_ptr() == shared_zeros.data_ptr()
+        mixed = ActivationCache.batch_input(
+            _items(loop, "gradcam", [None, torch.ones(3, SIZE, SIZE)], [entry, None])
         )
         assert mixed.stride(0) != 0 and mixed[1].eq(1).all()
     finally:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..service import ClassScore, ImageSource
+from ..answers import ClassScore
+from ..query import ImageSource
 
 MAX_PREVIEW_EVERY = 10_000
 DEFAULT_TOP_K = 5

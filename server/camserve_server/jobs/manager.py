@@ -23,14 +23,15 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from ..answers import ClassScore
 from ..config import Settings
 from ..errors import InvalidArgument, NotFound, Overloaded, choices
 from ..models import ExplainableModel
 from ..models.loading import LoadedModel
+from ..query import ImageSource
 from ..runtime.device_slot import Priority
 from ..runtime.metrics import Metrics
 from ..runtime.workers import DeviceWorker
-from ..service import ClassScore, ImageSource
 from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, StepEvent
 from .display import preview_rgb, to_rgb
 from .events import (

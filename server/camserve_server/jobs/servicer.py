@@ -8,21 +8,19 @@ from contextlib import aclosing
 from grpc import aio
 
 from camserve import tensors
-from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import jobs_pb2 as jpb
 from camserve.v1 import jobs_pb2_grpc
 
 from ..config import Settings
 from ..models.loading import LoadedModel
+from ..rpc.messages import class_scores, image_source, option_value, option_values
 from ..runtime.metrics import Metrics
 from ..runtime.workers import DeviceWorker
-from ..service import ClassScore
-from ..servicer import _option, _source, option_value
 from .base import JobMethod
 from .events import JobPicture, JobQuery, ProgressEvent, ResultEvent
 from .manager import JobManager
 
-SERVICE_NAME = jpb.DESCRIPTOR.services_by_name["VisualizeService"].full_name
+SERVICE_NAME: str = jpb.DESCRIPTOR.services_by_name["VisualizeService"].full_name
 
 
 def to_query(request: jpb.VisualizeRequest) -> JobQuery:
@@ -30,12 +28,12 @@ def to_query(request: jpb.VisualizeRequest) -> JobQuery:
     return JobQuery(
         model=request.model,
         method=request.method,
-        image=_source(request.input) if request.HasField("input") else None,
-        style=_source(request.style) if request.HasField("style") else None,
+        image=image_source(request.input) if request.HasField("input") else None,
+        style=image_source(request.style) if request.HasField("style") else None,
         target=request.target if request.HasField("target") else None,
         layer=request.layer or None,
         channel=request.channel if request.HasField("channel") else None,
-        options={name: _option(value) for name, value in request.options.items()},
+        options=option_values(request.options),
         seed=request.seed,
         preview_every=request.preview_every,
         top_k=request.top_k,
@@ -47,13 +45,6 @@ def _picture(picture: JobPicture) -> jpb.JobImage:
     if picture.tensor is not None:
         message.tensor.CopyFrom(tensors.to_proto(picture.tensor))
     return message
-
-
-def _scores(scores: list[ClassScore]) -> list[pb.ClassScore]:
-    return [
-        pb.ClassScore(index=s.index, label=s.label, probability=s.probability, logit=s.logit)
-        for s in scores
-    ]
 
 
 def to_event(event: ProgressEvent | ResultEvent) -> jpb.VisualizeEvent:
@@ -76,9 +67,9 @@ def to_event(event: ProgressEvent | ResultEvent) -> jpb.VisualizeEvent:
             layer=event.layer,
             image=_picture(event.image),
             images=[_picture(p) for p in event.images],
-            top_classes=_scores(event.top_classes),
+            top_classes=class_scores(event.top_classes),
             predictions=[
-                jpb.JobPredictions(name=name, scores=_scores(scores))
+                jpb.JobPredictions(name=name, scores=class_scores(scores))
                 for name, scores in event.predictions.items()
             ],
             trace=event.trace,

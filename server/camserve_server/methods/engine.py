@@ -1,4 +1,5 @@
-"""The engine's entry point: validate a batch, then run one method on it."""
+"""The engine's entry points: ``explain`` validates a batch, then runs one method on it;
+``run_batch`` runs a batch the server has already checked (``plan.make_plan``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
-from .base import BatchInput, BatchResult, CachedLayer, TargetRequest, validate_targets
+from .base import BatchInput, BatchResult, CachedLayer, Method, TargetRequest, validate_targets
 from .options import parse_options
 from .precision import full_precision
 from .registry import get_method
@@ -59,11 +60,18 @@ def explain(
     cache_rows: list[CachedLayer | None] = list(cached) if cached is not None else [None] * n
     if len(cache_rows) != n:
         raise InvalidArgument(f"{len(cache_rows)} cache entries for a batch of {n}")
-    batch = BatchInput(model, batch_x, requests, resolved_layer, parsed, cache_rows)
-    if not chosen.mixed_precision:
-        with full_precision(model.device):
-            return chosen.run(batch)
-    return chosen.run(batch)
+    return run_batch(
+        chosen, BatchInput(model, batch_x, requests, resolved_layer, parsed, cache_rows)
+    )
+
+
+def run_batch(method: Method, batch: BatchInput) -> BatchResult:
+    """Run ``method`` on a valid batch, in float32 when it declares
+    ``mixed_precision = False``. Nothing is checked: the caller has."""
+    if not method.mixed_precision:
+        with full_precision(batch.model.device):
+            return method.run(batch)
+    return method.run(batch)
 
 
 def validate_input(

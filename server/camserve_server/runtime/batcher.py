@@ -24,26 +24,34 @@ from typing import Any
 import torch
 
 from ..errors import Overloaded
-from ..methods import CachedLayer, TargetRequest
+from ..methods import CachedLayer, Method, TargetRequest
 
 
 @dataclass(frozen=True)
 class GroupKey:
-    """What requests must share to run in one batch."""
+    """What requests must share to run in one batch: model, the method itself (its
+    registered object), layer, parsed options and input shape ``(3, H, W)``."""
 
     model: str
-    method: str
+    method: Method
     layer: str | None
     options: tuple[tuple[str, Any], ...]
     shape: tuple[int, ...]
 
+    @property
+    def heavy(self) -> bool:
+        """The lane: many passes per image (``Method.heavy``) or light."""
+        return self.method.heavy
+
 
 @dataclass(eq=False)
 class WorkItem:
-    """One request waiting for a worker; its future receives the result or the error."""
+    """One request waiting for a worker; its future receives the result or the error.
+
+    ``x`` is the input ``(3, H, W)``, or None for a cache hit that reads no pixels."""
 
     group: GroupKey
-    x: torch.Tensor
+    x: torch.Tensor | None
     target: TargetRequest
     future: asyncio.Future[Any]
     cached: CachedLayer | None = None
@@ -65,13 +73,15 @@ class Batcher:
         max_batch_size: int,
         max_delay_s: float,
         queue_size: int,
-        batch_limit: Callable[[GroupKey], int] | None = None,
+        heavy_batch_size: int | None = None,
         on_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.max_batch_size = max(1, max_batch_size)
         self.max_delay_s = max(0.0, max_delay_s)
         self.queue_size = queue_size
-        self._limit = batch_limit or (lambda _g: self.max_batch_size)
+        # Heavy methods run many passes per image: their batches stay small.
+        heavy = self.max_batch_size if heavy_batch_size is None else heavy_batch_size
+        self.heavy_batch_size = max(1, min(heavy, self.max_batch_size))
         self._on_depth = on_depth or (lambda _d: None)
         self._groups: dict[GroupKey, deque[WorkItem]] = {}
         self._depth = 0
@@ -146,6 +156,9 @@ class Batcher:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _limit(self, key: GroupKey) -> int:
+        return self.heavy_batch_size if key.heavy else self.max_batch_size
 
     def _take(self, key: GroupKey) -> list[WorkItem]:
         queue = self._groups[key]

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-import torch
-
 from .cache_breaker import CircuitBreaker
 from .cache_format import (
     CachedActivation,
@@ -118,10 +116,6 @@ class TieredCache:
         self.memory.put(key, value)
         if self.redis is not None:
             self.redis.put(key, value)
-
-    def put_activation(self, key: str, activation: torch.Tensor, logits: torch.Tensor) -> None:
-        """``put`` with the device workers' cache-writer signature ``(key, activation, logits)``."""
-        self.put(key, CachedActivation(activation, logits))
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait for queued Redis writes; ``False`` if ``timeout_s`` ran out first."""

@@ -11,12 +11,16 @@ else runs with the team.
 thread starts with when it first computes, so a thread born while a head-only
 batch runs could keep one thread for good. Every piece of work therefore states
 the count it wants, and leaves the process's team size behind (``after``).
+
+``ThreadPolicy`` is the one place that says which work gets which count; the
+service (decode, answer shaping) and the device workers (batches, steps) share it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,3 +40,18 @@ def intra_op_threads(count: int, *, after: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(after)
+
+
+@dataclass(frozen=True)
+class ThreadPolicy:
+    """The intra-op thread count of each kind of CPU work, around one team size."""
+
+    team: int = field(default_factory=team_size)
+
+    def full(self) -> AbstractContextManager[None]:
+        """Decoding, explanation batches and job steps: the whole team."""
+        return intra_op_threads(self.team, after=self.team)
+
+    def single(self) -> AbstractContextManager[None]:
+        """A few small operations (a cached batch's head, a small answer): this thread."""
+        return intra_op_threads(HEAD_ONLY_THREADS, after=self.team)

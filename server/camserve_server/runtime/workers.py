@@ -23,24 +23,25 @@ from typing import TypeVar
 import torch
 
 from ..errors import CamserveError, DeadlineExceeded, InternalError, Overloaded, Unavailable
-from ..methods import BatchResult, explain, get_method
+from ..methods import BatchResult
+from ..methods.base import BatchInput
 from ..methods.chunking import between_chunks
+from ..methods.engine import run_batch
 from ..models import ExplainableModel
-from .batcher import Batcher, GroupKey, WorkItem
+from .activation_cache import ActivationCache
+from .batcher import Batcher, WorkItem
 from .device_slot import DeviceSlot, Priority
 from .host_copy import to_host
-from .intra_op import HEAD_ONLY_THREADS, intra_op_threads, team_size
+from .intra_op import ThreadPolicy
 from .metrics import Metrics
 from .precision import mixed_precision
 
-__all__ = ["CacheWriter", "DeviceWorker", "ItemResult", "explain"]
+__all__ = ["DeviceWorker", "ItemResult", "run_batch"]
 
 T = TypeVar("T")
 STEP_THREADS = 4
 
 log = logging.getLogger(__name__)
-
-CacheWriter = Callable[[str, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass
@@ -70,17 +71,18 @@ class DeviceWorker:
         models: dict[str, ExplainableModel],
         batcher: Batcher,
         metrics: Metrics,
-        cache_writer: CacheWriter | None = None,
+        cache: ActivationCache | None = None,
         autocast: torch.dtype | None = None,
+        threads: ThreadPolicy | None = None,
     ) -> None:
         self.device = device
         self.autocast = autocast  # explanation batches run under torch.autocast with it
         self.models = models
         self.batcher = batcher
         self.metrics = metrics
-        self.cache_writer = cache_writer
+        self.cache = cache  # the misses of a batch are written back to it
         self.slot = DeviceSlot()
-        self.threads = team_size()  # intra-op threads of every batch but head-only ones
+        self.threads = threads or ThreadPolicy()
         self._lanes = {
             heavy: ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"worker-{device}-{'heavy' if heavy else 'light'}"
@@ -134,21 +136,14 @@ class DeviceWorker:
     def _hold_for_step(
         self, fn: Callable[[dict[str, ExplainableModel]], T], priority: Priority
     ) -> T:
-        with self.slot.hold(priority), intra_op_threads(self.threads, after=self.threads):
+        with self.slot.hold(priority), self.threads.full():
             return fn(self.models)
-
-    def _is_heavy(self, group: GroupKey) -> bool:
-        return get_method(group.method).heavy
 
     async def _serve(self, *, heavy: bool) -> None:
         loop = asyncio.get_running_loop()
         priority = Priority.HEAVY if heavy else Priority.LIGHT
-
-        def accept(group: GroupKey) -> bool:
-            return self._is_heavy(group) == heavy
-
         while True:
-            batch = await self.batcher.next_batch(accept)
+            batch = await self.batcher.next_batch(lambda group: group.heavy == heavy)
             if not batch:
                 break
             now = time.monotonic()
@@ -163,7 +158,8 @@ class DeviceWorker:
             if not live:
                 continue
             group = live[0].group
-            self.metrics.batch_size.labels(group.model, group.method).observe(len(live))
+            labels = (group.model, group.method.id)
+            self.metrics.batch_size.labels(*labels).observe(len(live))
             self._pending += 1
             try:
                 started, outcomes = await loop.run_in_executor(
@@ -172,9 +168,7 @@ class DeviceWorker:
             finally:
                 self._pending -= 1
             for item in live:
-                self.metrics.queue_wait.labels(group.model, group.method).observe(
-                    started - item.enqueued
-                )
+                self.metrics.queue_wait.labels(*labels).observe(started - item.enqueued)
             for item, outcome in zip(live, outcomes, strict=True):
                 if item.future.done():
                     continue
@@ -205,13 +199,14 @@ class DeviceWorker:
     def compute(self, items: list[WorkItem]) -> list[ItemResult | CamserveError]:
         """Run one batch; on failure split it so only the failing requests fail."""
         group = items[0].group
+        labels = (group.model, group.method.id)
         try:
             return list(self._compute_batch(items))
         except Abandoned:
-            self.metrics.batch_failures.labels(group.model, group.method, "abandoned").inc()
+            self.metrics.batch_failures.labels(*labels, "abandoned").inc()
             return [DeadlineExceeded("no caller waits for this batch any more") for _ in items]
         except torch.OutOfMemoryError:
-            self.metrics.batch_failures.labels(group.model, group.method, "oom").inc()
+            self.metrics.batch_failures.labels(*labels, "oom").inc()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(items) == 1:
@@ -221,43 +216,42 @@ class DeviceWorker:
         except CamserveError as exc:
             if len(items) == 1:
                 return [exc]
-            self.metrics.batch_failures.labels(group.model, group.method, "invalid").inc()
+            self.metrics.batch_failures.labels(*labels, "invalid").inc()
             return [outcome for item in items for outcome in self.compute([item])]
         except Exception:
-            log.exception("batch of %d %s/%s failed", len(items), group.model, group.method)
-            self.metrics.batch_failures.labels(group.model, group.method, "internal").inc()
+            log.exception("batch of %d %s/%s failed", len(items), *labels)
+            self.metrics.batch_failures.labels(*labels, "internal").inc()
             if len(items) == 1:
                 return [InternalError("internal error while computing the explanation")]
             return [outcome for item in items for outcome in self.compute([item])]
 
     def _compute_batch(self, items: list[WorkItem]) -> list[ItemResult]:
+        """Run the planned batch: everything in it was checked when each request was planned."""
         group = items[0].group
         model = self.models[group.model]
         started = time.perf_counter()
-        x = _batch_input(items).to(model.device, non_blocking=True)
-        threads = HEAD_ONLY_THREADS if _head_only(items, model) else self.threads
-        with (
-            mixed_precision(model.device, self.autocast),
-            intra_op_threads(threads, after=self.threads),
-        ):
-            result = explain(
-                model,
-                group.method,
-                x,
-                targets=[item.target for item in items],
-                layer=group.layer,
-                options=dict(group.options),
-                cached=[item.cached for item in items],
-            )
+        x = ActivationCache.batch_input(items).to(model.device, non_blocking=True)
+        batch = BatchInput(
+            model,
+            x,
+            [item.target for item in items],
+            group.layer,
+            dict(group.options),
+            [item.cached for item in items],
+        )
+        threads = self.threads.single() if _head_only(items, model) else self.threads.full()
+        with mixed_precision(model.device, self.autocast), threads:
+            result = run_batch(group.method, batch)
         outcomes = self._unpack(result, items)
-        self._write_cache(result, items)
+        if self.cache is not None and group.method.caches_layer:
+            self.cache.write_back(result, items)
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
             self.metrics.device_memory.labels(str(model.device)).set(
                 torch.cuda.memory_allocated(model.device)
             )
         elapsed = time.perf_counter() - started
-        self.metrics.compute.labels(group.model, group.method).observe(elapsed)
+        self.metrics.compute.labels(group.model, group.method.id).observe(elapsed)
         for outcome in outcomes:
             outcome.compute_s = elapsed
         return outcomes
@@ -265,7 +259,7 @@ class DeviceWorker:
     @staticmethod
     def _unpack(result: BatchResult, items: list[WorkItem]) -> list[ItemResult]:
         """Every sample's answer on the CPU, copied from the device in one transfer per dtype."""
-        values_only = not get_method(result.method).uses_targets
+        values_only = not items[0].group.method.uses_targets
         wanted: list[torch.Tensor | None] = []
         for item, sample in zip(items, result.samples, strict=True):
             keep_raw = item.want_raw or values_only
@@ -301,29 +295,6 @@ class DeviceWorker:
             )
         return outcomes
 
-    def _write_cache(self, result: BatchResult, items: list[WorkItem]) -> None:
-        if self.cache_writer is None or result.activations is None or result.logits is None:
-            return
-        if not get_method(items[0].group.method).caches_layer:
-            return
-        rows = [i for i, item in enumerate(items) if item.cached is None and item.cache_key]
-        if not rows:
-            return
-        if len(rows) < len(items):  # only the misses leave the device
-            index = torch.tensor(rows, device=result.activations.device)
-            written = [
-                result.activations.index_select(0, index),
-                result.logits.index_select(0, index),
-            ]
-        else:
-            written = [result.activations, result.logits]
-        activations, logits = to_host(written)
-        assert activations is not None and logits is not None
-        for row, i in enumerate(rows):
-            key = items[i].cache_key
-            assert key is not None
-            self.cache_writer(key, activations[row], logits[row])
-
 
 class Abandoned(Exception):
     """Raised between two chunks when no caller of the batch waits any more."""
@@ -340,19 +311,10 @@ def _abandoned(items: list[WorkItem]) -> bool:
 def _head_only(items: list[WorkItem], model: ExplainableModel) -> bool:
     """Whether a CPU batch is all cache hits of a light method that reads no pixels on a
     hit: its work is the head after the layer, too small for the intra-op team."""
-    method = get_method(items[0].group.method)
+    method = items[0].group.method
     return (
         model.device.type == "cpu"
         and not method.heavy
         and not method.pixels_on_cache_hit
         and all(item.cached is not None for item in items)
     )
-
-
-def _batch_input(items: list[WorkItem]) -> torch.Tensor:
-    """The batch's inputs ``(N, 3, H, W)``. Cache hits that read no pixels all carry the
-    service's one shared placeholder: it is expanded, not copied."""
-    first = items[0].x
-    if all(item.cached is not None and item.x is first for item in items):
-        return first.unsqueeze(0).expand(len(items), *first.shape)
-    return torch.stack([item.x for item in items])
