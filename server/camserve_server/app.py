@@ -208,12 +208,13 @@ async def build_server(
     ``reuse_port``: bind with ``SO_REUSEPORT``, beside the other processes of a supervisor.
     """
     runtime = build_runtime(settings)
-    interceptors: list[aio.ServerInterceptor] = []
+    # Errors and metrics outermost: every call, refused by auth or not, is recorded with
+    # the status its caller got.
+    interceptors: list[aio.ServerInterceptor] = [ErrorInterceptor(runtime.metrics)]
     if settings.auth_enabled:
         interceptors.append(
             AuthInterceptor(settings.auth_tokens, open_reflection=settings.reflection_without_auth)
         )
-    interceptors.append(ErrorInterceptor(runtime.metrics))
     server = aio.server(
         interceptors=interceptors, options=channel_options(settings, reuse_port=reuse_port)
     )

@@ -1,1 +1,1 @@
-"""gRPC plumbing: interceptors for errors and auth, TLS credentials."""
+"""gRPC plumbing: interceptors for errors, metrics and auth."""

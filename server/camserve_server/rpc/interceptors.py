@@ -1,36 +1,51 @@
-"""Server interceptors: domain errors to status codes (one place), and bearer-token auth.
+"""The server's interceptors: ``ErrorInterceptor`` maps errors to statuses and records the
+standard gRPC server metrics of every RPC; ``AuthInterceptor`` (``auth.py``) checks tokens.
 
-Internal errors reach the caller as a generic message, never a traceback; the
-log keeps the details. A request that is not valid protobuf gets INVALID_ARGUMENT
-and one log line. The health service stays reachable without a token, so
-Kubernetes probes work when auth is on; reflection needs a token unless opened.
+``ErrorInterceptor`` comes first in the server's list, so it wraps every handler the
+others return, auth's refusals included: each call is recorded with the status its
+caller got. Internal errors reach the caller as a generic message, never a traceback;
+the log keeps the details. A request that is not valid protobuf gets INVALID_ARGUMENT
+and one log line. It is written by hand, not on the ``grpc-interceptor`` library: that
+library's asyncio base class receives requests already decoded (a malformed one would
+reach the caller as UNKNOWN), and wrapping the (de)serializers, for that and to count
+messages, means overriding the one method it asks subclasses to leave alone.
 """
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
+from prometheus_client import Counter
 
 from ..errors import CamserveError, InvalidArgument
-from ..runtime.metrics import Metrics
+from ..runtime.metrics import GRPC_TYPES, UNKNOWN, Metrics, RpcSeries
+from .auth import UNKNOWN_METHOD_DENIAL, AuthInterceptor
+from .recording import RecordedCall
+
+__all__ = [
+    "GENERIC_INTERNAL",
+    "AuthInterceptor",
+    "ErrorInterceptor",
+    "MalformedMessage",
+    "monotonic_deadline",
+    "status_of",
+]
 
 log = logging.getLogger(__name__)
 
-OPEN_SERVICES = ("/grpc.health.v1.Health/",)
-REFLECTION = "/grpc.reflection."
 GENERIC_INTERNAL = "internal error; the server log has the details"
 
 Behaviour = Callable[[Any, aio.ServicerContext], Any]
 Deserializer = Callable[[bytes], Any]
+Serializer = Callable[[Any], bytes]
 
 
 class MalformedMessage(InvalidArgument):
@@ -44,11 +59,6 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
 
 
-def _method_labels(details: grpc.HandlerCallDetails) -> tuple[str, str]:
-    rpc = details.method.rsplit("/", 1)[-1]
-    return rpc, rpc
-
-
 @dataclass(frozen=True)
 class _Undecodable:
     """Stands in for a unary request that failed to decode. grpc decodes such a request
@@ -58,14 +68,18 @@ class _Undecodable:
     error: MalformedMessage
 
 
-def _decoder(deserializer: Deserializer | None, *, streaming: bool) -> Deserializer | None:
-    """``deserializer``, with a decode failure turned into ``MalformedMessage``: raised at
-    once for a streamed request (decoded as the handler reads it), handed over as
-    ``_Undecodable`` for a unary one."""
-    if deserializer is None:
-        return None
+def _decoder(
+    deserializer: Deserializer | None, received: Counter, *, streaming: bool
+) -> Deserializer:
+    """``deserializer`` (None: the raw bytes), counting each message in ``received``, with
+    a decode failure turned into ``MalformedMessage``: raised at once for a streamed
+    request (decoded as the handler reads it), handed over as ``_Undecodable`` for a
+    unary one."""
 
     def decode(raw: bytes) -> Any:
+        received.inc()
+        if deserializer is None:
+            return raw
         try:
             return deserializer(raw)
         except DecodeError as exc:
@@ -77,33 +91,46 @@ def _decoder(deserializer: Deserializer | None, *, streaming: bool) -> Deseriali
     return decode
 
 
+def _encoder(serializer: Serializer | None, sent: Counter) -> Serializer:
+    """``serializer`` (None: the reply is bytes already), counting each message in ``sent``."""
+
+    def encode(reply: Any) -> bytes:
+        sent.inc()
+        return reply if serializer is None else serializer(reply)
+
+    return encode
+
+
 def _checked(request: Any) -> Any:
     if isinstance(request, _Undecodable):
         raise request.error
     return request
 
 
-def _guard(behaviour: Behaviour, method: str) -> Behaviour | None:
-    """``behaviour`` with its exceptions turned into statuses, in the same style: grpc.aio
-    iterates an async generator and awaits a coroutine function (the reader/writer API of
-    health ``Watch``). None for a synchronous behaviour, which this server does not have."""
+def _guard(behaviour: Behaviour, method: str, series: RpcSeries) -> Behaviour | None:
+    """``behaviour`` with its exceptions turned into statuses and the call recorded in
+    ``series``, in the same style: grpc.aio iterates an async generator and awaits a
+    coroutine function (the reader/writer API of health ``Watch``). None for a
+    synchronous behaviour, which this server does not have."""
     if inspect.isasyncgenfunction(behaviour):
 
         async def replies(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            try:
-                async for reply in behaviour(_checked(request), context):
-                    yield reply
-            except Exception as exc:
-                await _abort(exc, context, method)
+            with RecordedCall(series, context):
+                try:
+                    async for reply in behaviour(_checked(request), context):
+                        yield reply
+                except Exception as exc:
+                    await _abort(exc, context, method)
 
         return replies
     if inspect.iscoroutinefunction(behaviour):
 
         async def handle(request: Any, context: aio.ServicerContext) -> Any:
-            try:
-                return await behaviour(_checked(request), context)
-            except Exception as exc:
-                await _abort(exc, context, method)
+            with RecordedCall(series, context):
+                try:
+                    return await behaviour(_checked(request), context)
+                except Exception as exc:
+                    await _abort(exc, context, method)
 
         return handle
     return None
@@ -118,11 +145,16 @@ _SHAPES = (
 
 
 class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    """Map ``CamserveError`` (and anything unexpected) to a status, for every RPC shape,
-    and a request that does not decode to INVALID_ARGUMENT."""
+    """For every RPC shape: map ``CamserveError`` (and anything unexpected) to a status, a
+    request that does not decode to INVALID_ARGUMENT, and record the call in ``metrics``'
+    standard gRPC server metrics (a registry of its own when None).
+
+    A path no service serves gets grpc's UNIMPLEMENTED and is not recorded; refused by
+    auth, it is recorded as the method ``unknown``: a caller's made-up path never
+    becomes a label."""
 
     def __init__(self, metrics: Metrics | None = None) -> None:
-        self.metrics = metrics
+        self.metrics = metrics or Metrics()
 
     async def intercept_service(
         self,
@@ -135,12 +167,27 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         for shape, factory in _SHAPES:
             behaviour = getattr(handler, shape)
             if behaviour is not None:
-                guarded = _guard(behaviour, details.method)
+                series = self._series(handler, details.method)
+                guarded = _guard(behaviour, details.method, series)
                 if guarded is None:
                     return handler
-                decode = _decoder(handler.request_deserializer, streaming=handler.request_streaming)
-                return factory(guarded, decode, handler.response_serializer)
+                decode = _decoder(
+                    handler.request_deserializer,
+                    series.received,
+                    streaming=handler.request_streaming,
+                )
+                encode = _encoder(handler.response_serializer, series.sent)
+                return factory(guarded, decode, encode)
         return handler
+
+    def _series(self, handler: grpc.RpcMethodHandler, path: str) -> RpcSeries:
+        """The metrics of the method ``handler`` serves at ``path`` ("/package.Service/Method":
+        a registered path, or else auth's refusal, recorded as ``unknown``)."""
+        grpc_type = GRPC_TYPES[bool(handler.request_streaming), bool(handler.response_streaming)]
+        if handler is UNKNOWN_METHOD_DENIAL:
+            return self.metrics.rpc_series(grpc_type, UNKNOWN, UNKNOWN)
+        service, _, method = path.lstrip("/").partition("/")
+        return self.metrics.rpc_series(grpc_type, service, method)
 
 
 async def _abort(exc: Exception, context: aio.ServicerContext, method: str) -> None:
@@ -152,63 +199,6 @@ async def _abort(exc: Exception, context: aio.ServicerContext, method: str) -> N
     elif isinstance(exc, MalformedMessage):
         log.warning("%s from %s: %s", method, context.peer(), message)
     await context.abort(code, message)
-
-
-class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    """Require ``authorization: Bearer <token>`` on every call but health (and reflection,
-    when ``open_reflection``: it tells anyone the whole API, so it is closed by default)."""
-
-    def __init__(self, tokens: Sequence[str], *, open_reflection: bool = False) -> None:
-        if not tokens or any(not token.strip() for token in tokens):
-            raise InvalidArgument(
-                "auth needs at least one token, and none of them blank: a blank token "
-                "would let a caller in with an empty one"
-            )
-        self._tokens = [token.encode() for token in tokens]
-        self._open = (*OPEN_SERVICES, REFLECTION) if open_reflection else OPEN_SERVICES
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if details.method.startswith(self._open) or self._authorised(details):
-            return await continuation(details)
-        return _deny_handler(await continuation(details))
-
-    def _authorised(self, details: grpc.HandlerCallDetails) -> bool:
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                text = value.decode() if isinstance(value, bytes) else value
-                scheme, _, token = text.partition(" ")
-                if scheme.lower() == "bearer":
-                    given = token.strip().encode()
-                    return any(hmac.compare_digest(given, t) for t in self._tokens)
-        return False
-
-
-def _deny_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
-    message = "missing or invalid bearer token"
-
-    async def deny_unary(_request: Any, context: aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    async def deny_stream(_request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield None  # pragma: no cover - unreachable, makes this an async generator
-
-    deserializer = handler.request_deserializer if handler else None
-    serializer = handler.response_serializer if handler else None
-    if handler is not None and (handler.stream_stream or handler.unary_stream):
-        factory = (
-            grpc.stream_stream_rpc_method_handler
-            if handler.stream_stream
-            else grpc.unary_stream_rpc_method_handler
-        )
-        return factory(deny_stream, deserializer, serializer)
-    if handler is not None and handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(deny_unary, deserializer, serializer)
-    return grpc.unary_unary_rpc_method_handler(deny_unary, deserializer, serializer)
 
 
 def monotonic_deadline(context: aio.ServicerContext) -> float | None:

@@ -1,6 +1,9 @@
 """Every Prometheus object the server exports, declared once, with low-cardinality labels.
 
 Labels are model, method, code, tier and kind: never an image hash or a request id.
+The standard gRPC server metrics are named and labelled as go-grpc-prometheus and
+py-grpc-prometheus name them: ``grpc_type`` as go-grpc-prometheus writes it (``unary``),
+``grpc_code`` as py-grpc-prometheus does (the status name: ``OK``, ``INVALID_ARGUMENT``).
 Each server owns its registry, so several servers can run in one process (tests).
 """
 
@@ -18,9 +21,42 @@ REQUEST_LATENCY = "camserve_request_latency_seconds"
 QUEUE_DEPTH = "camserve_queue_depth"
 INFLIGHT = "camserve_inflight_requests"
 BATCH_SIZE = "camserve_batch_size"
+GRPC_STARTED = "grpc_server_started_total"
+GRPC_HANDLED = "grpc_server_handled_total"
+GRPC_HANDLING = "grpc_server_handling_seconds"
+GRPC_RECEIVED = "grpc_server_msg_received_total"
+GRPC_SENT = "grpc_server_msg_sent_total"
 
-# The model or method label of a request that names neither a served model nor a method.
+# The labels of every standard gRPC metric (and grpc_code on GRPC_HANDLED); grpc_type is
+# one of GRPC_TYPES' values.
+RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+GRPC_TYPES = {  # (request streaming, response streaming): grpc_type
+    (False, False): "unary",
+    (True, False): "client_stream",
+    (False, True): "server_stream",
+    (True, True): "bidi_stream",
+}
+
+# The model or method label of a request that names neither a served model nor a method;
+# also the grpc_service and grpc_method labels of a call to a method no service has.
 UNKNOWN = "unknown"
+
+
+class RpcSeries:
+    """The standard gRPC metrics of one served method, its label values bound once."""
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
+        self.started = metrics.grpc_started.labels(*labels)
+        self.received = metrics.grpc_received.labels(*labels)
+        self.sent = metrics.grpc_sent.labels(*labels)
+        self._handling = metrics.grpc_handling.labels(*labels)
+        self._handled = metrics.grpc_handled
+        self._labels = labels
+
+    def handled(self, code: str, seconds: float) -> None:
+        """Record one call's end: ``code`` is the status name the caller got."""
+        self._handled.labels(*self._labels, code).inc()
+        self._handling.observe(seconds)
 
 
 class Metrics:
@@ -30,6 +66,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self._models: frozenset[str] = frozenset()
         self._methods: frozenset[str] = frozenset()
+        self._rpc_series: dict[tuple[str, str, str], RpcSeries] = {}
         r = self.registry
         self.request_latency = Histogram(
             REQUEST_LATENCY,
@@ -131,6 +168,36 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+        self.grpc_started = Counter(
+            GRPC_STARTED, "RPCs started on the server.", RPC_LABELS, registry=r
+        )
+        self.grpc_handled = Counter(
+            GRPC_HANDLED,
+            "RPCs completed on the server, by the status the caller got.",
+            [*RPC_LABELS, "grpc_code"],
+            registry=r,
+        )
+        self.grpc_handling = Histogram(
+            GRPC_HANDLING,
+            "Time from an RPC's start to its end, whatever its status.",
+            RPC_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.grpc_received = Counter(
+            GRPC_RECEIVED, "Messages received by the server.", RPC_LABELS, registry=r
+        )
+        self.grpc_sent = Counter(GRPC_SENT, "Messages sent by the server.", RPC_LABELS, registry=r)
+
+    def rpc_series(self, grpc_type: str, service: str, method: str) -> RpcSeries:
+        """The standard gRPC metrics of one method. The caller passes only names of served
+        methods (or ``UNKNOWN``), never a path copied from a call: the series are kept."""
+        labels = (grpc_type, service, method)
+        series = self._rpc_series.get(labels)
+        if series is None:
+            series = self._rpc_series[labels] = RpcSeries(self, labels)
+        return series
 
     def known_names(self, models: Iterable[str], methods: Iterable[str]) -> None:
         """Name the served models and the server's methods: the only values a request's
