@@ -300,8 +300,12 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
                 description=method.description,
                 reference=method.reference,
                 options=[
-                    pb.OptionInfo(name=o.name, default=option_value(o.default), description=o.help)
-                    for o in method.options
+                    pb.OptionInfo(
+                        name=option.name,
+                        default=option_value(option.default),
+                        description=option.description,
+                    )
+                    for option in method.options
                 ],
             )
             for method in METHODS.values()

@@ -8,7 +8,6 @@ from .base import (
     JobOutcome,
     JobRequest,
     Normalisation,
-    OptionSpec,
     StepEvent,
 )
 from .registry import JOB_METHODS, get_job_method
@@ -20,7 +19,6 @@ __all__ = [
     "JobOutcome",
     "JobRequest",
     "Normalisation",
-    "OptionSpec",
     "StepEvent",
     "get_job_method",
 ]

@@ -17,7 +17,8 @@ import torch
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
 from ..models.capture import forward_capture
-from .base import Job, JobMethod, JobRequest, OptionSpec
+from ..options import Option
+from .base import Job, JobMethod, JobRequest
 from .common import (
     NOISE_OPTION,
     PRIOR_OPTIONS,
@@ -54,17 +55,17 @@ class ActivationMaximization(JobMethod):
     options = (
         steps_option(128),
         lr_option(0.05),
-        OptionSpec(
+        Option(
             "parameterization",
             "fourier",
+            "decorrelated Fourier basis (Olah et al.) or raw pixels",
             choices=("fourier", "pixel"),
-            help="decorrelated Fourier basis (Olah et al.) or raw pixels",
         ),
         SIZE_OPTION,
         NOISE_OPTION,
-        OptionSpec("jitter", 2.0, minimum=0.0, maximum=64.0, help="random shift, pixels"),
-        OptionSpec("scale", 0.05, minimum=0.0, maximum=0.5, help="random scale, 1 +- scale"),
-        OptionSpec("rotate", 5.0, minimum=0.0, maximum=45.0, help="random rotation, degrees"),
+        Option("jitter", 2.0, "random shift, pixels", minimum=0.0, maximum=64.0),
+        Option("scale", 0.05, "random scale, 1 +- scale", minimum=0.0, maximum=0.5),
+        Option("rotate", 5.0, "random rotation, degrees", minimum=0.0, maximum=45.0),
         *PRIOR_OPTIONS,
     )
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
-from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, OptionSpec, StepEvent
+from ..options import Option
+from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, StepEvent
 from .common import (
     MAX_STEPS,
     NOISE_OPTION,
@@ -53,19 +54,17 @@ class Adversarial(JobMethod):
     reference = "Goodfellow et al. 2015 (FGSM); Madry et al. 2018 (PGD)"
     needs_image = True
     options = (
-        OptionSpec("attack", "pgd", choices=("pgd", "fgsm"), help="fgsm: one step; pgd: steps"),
-        OptionSpec(
+        Option("attack", "pgd", "fgsm: one step; pgd: steps", choices=("pgd", "fgsm")),
+        Option(
             "epsilon",
             DEFAULT_EPSILON,
+            "L-inf budget in 0..1 pixel units, in (0, 1]",
             minimum=0.0,
             maximum=1.0,
-            help="L-inf budget in 0..1 pixel units, in (0, 1]",
         ),
-        OptionSpec("steps", 10, minimum=1, maximum=MAX_STEPS, help="PGD iterations"),
-        OptionSpec(
-            "step_size", 0.0, minimum=0.0, maximum=1.0, help="PGD step in pixels; 0: epsilon/4"
-        ),
-        OptionSpec("random_start", True, help="PGD starts at a random point of the ball"),
+        Option("steps", 10, "PGD iterations", minimum=1, maximum=MAX_STEPS),
+        Option("step_size", 0.0, "PGD step in pixels; 0: epsilon/4", minimum=0.0, maximum=1.0),
+        Option("random_start", True, "PGD starts at a random point of the ball"),
     )
 
     def check(self, model: ExplainableModel, request: JobRequest) -> JobRequest:
@@ -167,9 +166,7 @@ class Fooling(JobMethod):
     options = (
         steps_option(200),
         lr_option(0.02),
-        OptionSpec(
-            "confidence", 0.99, minimum=0.0, maximum=1.0, help="stop once p(target) reaches it"
-        ),
+        Option("confidence", 0.99, "stop once p(target) reaches it", minimum=0.0, maximum=1.0),
         SIZE_OPTION,
         NOISE_OPTION,
         *PRIOR_OPTIONS,

@@ -12,54 +12,16 @@ image (clamped) and where the adversarial budget is measured.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 import torch
 
-from ..config import parse_flag
-from ..errors import InvalidArgument, choices
+from ..errors import InvalidArgument
 from ..models import ExplainableModel
-
-OptionDefault = float | int | str | bool
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    """One job option: its default (whose type is the option's type), its range or choices."""
-
-    name: str
-    default: OptionDefault
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
-    help: str = ""
-
-    def parse(self, value: Any) -> OptionDefault:
-        """``value`` checked against this option's type and range; ``InvalidArgument`` if not."""
-        if isinstance(self.default, bool):
-            return parse_flag(f"option {self.name}", value)
-        if isinstance(self.default, str):
-            text = str(value)
-            if self.choices and text not in self.choices:
-                raise InvalidArgument(
-                    f"option {self.name} must be one of {choices(self.choices)}, got {value!r}"
-                )
-            return text
-        number = _parse_number(self.name, value)
-        if isinstance(self.default, int) and number != int(number):
-            raise InvalidArgument(f"option {self.name} must be an integer, got {value!r}")
-        if (self.minimum is not None and number < self.minimum) or (
-            self.maximum is not None and number > self.maximum
-        ):
-            raise InvalidArgument(
-                f"option {self.name} must be in [{_bound(self.minimum)}, {_bound(self.maximum)}], "
-                f"got {value!r}"
-            )
-        return int(number) if isinstance(self.default, int) else float(number)
+from ..options import Option, parse_options
 
 
 @dataclass(frozen=True)
@@ -162,7 +124,7 @@ class JobMethod(ABC):
     needs_image: ClassVar[bool] = False
     needs_target: ClassVar[bool] = False
     uses_layer: ClassVar[bool] = False
-    options: ClassVar[tuple[OptionSpec, ...]]
+    options: ClassVar[tuple[Option, ...]]
 
     def validate(self, model: ExplainableModel, request: JobRequest) -> JobRequest:
         """A copy of ``request`` with options parsed and defaults filled; ``InvalidArgument``
@@ -170,7 +132,7 @@ class JobMethod(ABC):
         The step budget of the server is the service's check."""
         if request.normalisation is None:
             raise ValueError("JobRequest.normalisation must be set by the service")
-        options = parse_job_options(self.id, self.options, request.options)
+        options = parse_options(self.id, self.options, request.options)
         if self.needs_image and request.image is None:
             raise InvalidArgument(f"method {self.id!r} needs an input image; none was given")
         if request.image is not None:
@@ -187,24 +149,6 @@ class JobMethod(ABC):
     @abstractmethod
     def create(self, model: ExplainableModel, request: JobRequest) -> Job:
         """A job ready to step; ``request`` has been through ``validate``."""
-
-
-def parse_job_options(
-    method_id: str, specs: tuple[OptionSpec, ...], given: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Every declared option: given values parsed, the rest at their defaults."""
-    known = {spec.name: spec for spec in specs}
-    unknown = sorted(set(given or {}) - set(known))
-    if unknown:
-        raise InvalidArgument(
-            f"unknown option(s) {', '.join(unknown)} for method {method_id!r}; "
-            f"valid options: {choices(known) if known else 'none'}"
-        )
-    given = given or {}
-    return {
-        name: spec.parse(given[name]) if name in given else spec.default
-        for name, spec in known.items()
-    }
 
 
 MAX_JOB_SIDE = 1024  # the largest image side a job optimises (memory per step)
@@ -234,28 +178,3 @@ def check_target(model: ExplainableModel, target: int | None, method_id: str) ->
             f"classes (0..{last})"
         )
     return target
-
-
-def _parse_number(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise InvalidArgument(f"option {name} must be a number, got {value!r}")
-    if isinstance(value, str) and "/" in value:  # "8/255"
-        numerator, _, denominator = value.partition("/")
-        try:
-            number = float(numerator) / float(denominator)
-        except (ValueError, ZeroDivisionError):
-            raise InvalidArgument(f"option {name} must be a number, got {value!r}") from None
-    else:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidArgument(f"option {name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise InvalidArgument(f"option {name} must be finite, got {value!r}")
-    return number
-
-
-def _bound(value: float | None) -> str:
-    if value is None:
-        return "inf"
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"

@@ -8,36 +8,37 @@ import torch
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
-from .base import MAX_JOB_SIDE, JobOutcome, JobRequest, Normalisation, OptionSpec
+from ..options import Option
+from .base import MAX_JOB_SIDE, JobOutcome, JobRequest, Normalisation
 from .regularisers import blur_penalty, l2_penalty, total_variation
 
 MAX_STEPS = 10_000  # per job; the server's configured step budget is usually lower
 
 
-def steps_option(default: int) -> OptionSpec:
-    return OptionSpec(
-        "steps", default, minimum=1, maximum=MAX_STEPS, help="optimisation steps (one pass each)"
+def steps_option(default: int) -> Option:
+    return Option(
+        "steps", default, "optimisation steps (one pass each)", minimum=1, maximum=MAX_STEPS
     )
 
 
-def lr_option(default: float, help: str = "Adam learning rate") -> OptionSpec:
-    return OptionSpec("lr", default, minimum=1e-6, maximum=10.0, help=help)
+def lr_option(default: float, help: str = "Adam learning rate") -> Option:
+    return Option("lr", default, help, minimum=1e-6, maximum=10.0)
 
 
-SIZE_OPTION = OptionSpec(
+SIZE_OPTION = Option(
     "size",
     0,
+    "output side in pixels (square); 0: the model's input size",
     minimum=0,
     maximum=MAX_JOB_SIDE,
-    help="output side in pixels (square); 0: the model's input size",
 )
-NOISE_OPTION = OptionSpec(
-    "noise_std", 0.1, minimum=0.0, maximum=1.0, help="std of the starting noise around grey 0.5"
+NOISE_OPTION = Option(
+    "noise_std", 0.1, "std of the starting noise around grey 0.5", minimum=0.0, maximum=1.0
 )
 PRIOR_OPTIONS = (
-    OptionSpec("l2", 0.0, minimum=0.0, maximum=1e6, help="weight of the L2 prior"),
-    OptionSpec("tv", 0.0, minimum=0.0, maximum=1e6, help="weight of the total-variation prior"),
-    OptionSpec("blur", 0.0, minimum=0.0, maximum=1e6, help="weight of the blur penalty"),
+    Option("l2", 0.0, "weight of the L2 prior", minimum=0.0, maximum=1e6),
+    Option("tv", 0.0, "weight of the total-variation prior", minimum=0.0, maximum=1e6),
+    Option("blur", 0.0, "weight of the blur penalty", minimum=0.0, maximum=1e6),
 )
 
 

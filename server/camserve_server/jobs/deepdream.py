@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from ..models import ExplainableModel
 from ..models.capture import forward_capture
-from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, OptionSpec, StepEvent
+from ..options import Option
+from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, StepEvent
 from .common import batch, image_outcome, lr_option, normalisation_of, steps_option
 from .layer_choice import spatial_layer
 from .parameterisation import device_generator
@@ -32,9 +33,9 @@ class DeepDream(JobMethod):
     options = (
         steps_option(30),
         lr_option(0.01, help="normalised step size in pixels"),
-        OptionSpec("octaves", 3, minimum=1, maximum=8, help="image scales, smallest first"),
-        OptionSpec("octave_scale", 1.4, minimum=1.0, maximum=4.0, help="ratio between scales"),
-        OptionSpec("jitter", 4, minimum=0, maximum=64, help="random roll, pixels"),
+        Option("octaves", 3, "image scales, smallest first", minimum=1, maximum=8),
+        Option("octave_scale", 1.4, "ratio between scales", minimum=1.0, maximum=4.0),
+        Option("jitter", 4, "random roll, pixels", minimum=0, maximum=64),
     )
 
     def check(self, model: ExplainableModel, request: JobRequest) -> JobRequest:

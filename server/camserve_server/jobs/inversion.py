@@ -13,7 +13,8 @@ import torch
 
 from ..models import ExplainableModel
 from ..models.capture import forward_capture
-from .base import Job, JobMethod, JobRequest, OptionSpec
+from ..options import Option
+from .base import Job, JobMethod, JobRequest
 from .common import NOISE_OPTION, batch, lr_option, normalisation_of, steps_option
 from .layer_choice import spatial_layer
 from .optimisation import ImageOptimisation
@@ -39,13 +40,13 @@ class FeatureInversion(JobMethod):
     options = (
         steps_option(200),
         lr_option(0.1),
-        OptionSpec(
+        Option(
             "parameterization",
             "pixel",
+            "decorrelated Fourier basis (a preconditioner, Olah et al.) or raw pixels",
             choices=("fourier", "pixel"),
-            help="decorrelated Fourier basis (a preconditioner, Olah et al.) or raw pixels",
         ),
-        OptionSpec("tv", 0.005, minimum=0.0, maximum=1e6, help="weight of the TV prior"),
+        Option("tv", 0.005, "weight of the TV prior", minimum=0.0, maximum=1e6),
         NOISE_OPTION,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import InvalidArgument, choices
+from ..registry import Registry
 from .activation_maximization import ActivationMaximization
 from .adversarial import Adversarial, Fooling
 from .base import JobMethod
@@ -10,9 +10,9 @@ from .deepdream import DeepDream
 from .inversion import FeatureInversion
 from .style import StyleTransfer, TextureSynthesis
 
-JOB_METHODS: dict[str, JobMethod] = {
-    method.id: method
-    for method in (
+JOB_METHODS: Registry[JobMethod] = Registry(
+    "visualisation method",
+    (
         ActivationMaximization(),
         DeepDream(),
         FeatureInversion(),
@@ -20,15 +20,11 @@ JOB_METHODS: dict[str, JobMethod] = {
         Fooling(),
         TextureSynthesis(),
         StyleTransfer(),
-    )
-}
+    ),
+    plural="methods",
+)
 
 
 def get_job_method(method_id: str) -> JobMethod:
     """The registered job method ``method_id``, or ``InvalidArgument`` naming the valid ids."""
-    try:
-        return JOB_METHODS[method_id]
-    except KeyError:
-        raise InvalidArgument(
-            f"unknown visualisation method {method_id!r}; valid methods: {choices(JOB_METHODS)}"
-        ) from None
+    return JOB_METHODS.lookup(method_id)

@@ -83,19 +83,17 @@ def to_event(event: ProgressEvent | ResultEvent) -> jpb.VisualizeEvent:
 
 def method_info(method: JobMethod) -> jpb.JobMethodInfo:
     """A job method's description, options, defaults and ranges."""
-    options = []
-    for spec in method.options:
-        info = jpb.JobOptionInfo(
-            name=spec.name,
-            default=option_value(spec.default),
-            choices=list(spec.choices),
-            description=spec.help,
+    options = [
+        jpb.JobOptionInfo(
+            name=option.name,
+            default=option_value(option.default),
+            minimum=option.minimum,
+            maximum=option.maximum,
+            choices=option.choices,
+            description=option.help,
         )
-        if spec.minimum is not None:
-            info.minimum = float(spec.minimum)
-        if spec.maximum is not None:
-            info.maximum = float(spec.maximum)
-        options.append(info)
+        for option in method.options
+    ]
     return jpb.JobMethodInfo(
         id=method.id,
         family=method.family,

@@ -21,7 +21,8 @@ import torch
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
 from ..models.capture import forward_capture
-from .base import Job, JobMethod, JobRequest, OptionSpec, check_image
+from ..options import Option
+from .base import Job, JobMethod, JobRequest, check_image
 from .common import (
     NOISE_OPTION,
     SIZE_OPTION,
@@ -38,12 +39,10 @@ from .regularisers import gram_matrix, total_variation
 
 MAX_STYLE_LAYERS = 5
 
-LAYERS_OPTION = OptionSpec(
-    "layers",
-    "",
-    help="comma-separated style layers; empty: up to 5 convolutions up to `layer`",
+LAYERS_OPTION = Option(
+    "layers", "", "comma-separated style layers; empty: up to 5 convolutions up to `layer`"
 )
-TV_OPTION = OptionSpec("tv", 0.0, minimum=0.0, maximum=1e6, help="weight of the TV prior")
+TV_OPTION = Option("tv", 0.0, "weight of the TV prior", minimum=0.0, maximum=1e6)
 
 
 class _GramMethod(JobMethod):
@@ -117,16 +116,10 @@ class StyleTransfer(_GramMethod):
         steps_option(200),
         lr_option(0.02),
         LAYERS_OPTION,
-        OptionSpec(
-            "content_layer", "", help="layer of the content loss; empty: the model's default layer"
-        ),
-        OptionSpec("style_weight", 1.0, minimum=0.0, maximum=1e6, help="weight of the Gram loss"),
-        OptionSpec(
-            "content_weight", 1.0, minimum=0.0, maximum=1e6, help="weight of the content loss"
-        ),
-        OptionSpec(
-            "init", "content", choices=("content", "noise"), help="start from the content or noise"
-        ),
+        Option("content_layer", "", "layer of the content loss; empty: the model's default layer"),
+        Option("style_weight", 1.0, "weight of the Gram loss", minimum=0.0, maximum=1e6),
+        Option("content_weight", 1.0, "weight of the content loss", minimum=0.0, maximum=1e6),
+        Option("init", "content", "start from the content or noise", choices=("content", "noise")),
         NOISE_OPTION,
         TV_OPTION,
     )

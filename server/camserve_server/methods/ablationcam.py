@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidArgument, choices
+from ..options import Option
 from .base import BatchInput, BatchResult, Rows
 from .cam_base import CamMethod
 from .chunking import rows_per_pass, spans
 from .layer_pass import layer_hook
-from .options import Option, int_in
 
 
 class AblationCam(CamMethod):
@@ -38,7 +38,8 @@ class AblationCam(CamMethod):
             "batch_size",
             0,
             "ablated copies per forward pass (0: by memory budget)",
-            int_in(0, 4096),
+            minimum=0,
+            maximum=4096,
         ),
     )
 

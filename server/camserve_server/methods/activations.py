@@ -10,10 +10,10 @@ from torch import nn
 
 from ..errors import InvalidArgument, choices
 from ..models import ExplainableModel
+from ..options import Option
 from .base import BatchInput, BatchResult, Family, Method, MethodNotApplicable, SampleResult
 from .heatmap import minmax
 from .layer_pass import forward_with_layer, layer_forward
-from .options import Option, flag, int_in
 
 
 def _activation_sample(
@@ -49,7 +49,11 @@ class FeatureMaps(ActivationMethod):
     reference = "Zeiler & Fergus 2014; cs231n visualising activations"
     options = (
         Option(
-            "top_k", 0, "keep the k channels with the highest mean (0: all)", int_in(0, 1 << 16)
+            "top_k",
+            0,
+            "keep the k channels with the highest mean (0: all)",
+            minimum=0,
+            maximum=1 << 16,
         ),
     )
 
@@ -124,7 +128,7 @@ class Embedding(ActivationMethod):
     own_default_layer = True
     description = "A layer's output as a vector (default: the final linear layer's input)."
     reference = "cs231n t-SNE of CNN codes"
-    options = (Option("normalize", False, "L2-normalise the vector", flag),)
+    options = (Option("normalize", False, "L2-normalise the vector"),)
 
     def check_model(self, model: ExplainableModel) -> None:
         if model.graph is not None and model.graph.embedding_layer is None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..options import Option
 from .base import BatchInput, Rows
 from .input_gradients import AttributionMethod, target_rows, weighted_input_gradients
-from .options import Option, float_in, int_in
 
 
 def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,12 +28,20 @@ class IntegratedGradients(AttributionMethod):
     reference = "Sundararajan et al. 2017; Captum IntegratedGradients (defaults)"
     variant = "integrated_gradients (Gauss-Legendre)"
     options = (
-        Option("steps", 50, "quadrature points along the path", int_in(1, 1000)),
+        Option("steps", 50, "quadrature points along the path", minimum=1, maximum=1000),
         Option(
-            "baseline", 0.0, "baseline value x0 in the normalised input space", float_in(-1e3, 1e3)
+            "baseline",
+            0.0,
+            "baseline value x0 in the normalised input space",
+            minimum=-1e3,
+            maximum=1e3,
         ),
         Option(
-            "batch_size", 0, "path points per forward pass (0: by memory budget)", int_in(0, 4096)
+            "batch_size",
+            0,
+            "path points per forward pass (0: by memory budget)",
+            minimum=0,
+            maximum=4096,
         ),
     )
 

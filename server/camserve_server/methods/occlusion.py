@@ -7,11 +7,11 @@ from typing import ClassVar
 
 import torch
 
+from ..options import Option
 from .base import BatchInput, Family, Rows
 from .chunking import rows_per_pass, spans
 from .heatmap import signed_heatmaps
 from .input_gradients import AttributionMethod, target_rows
-from .options import Option, float_in, int_in, pair_in
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -34,14 +34,15 @@ class Occlusion(AttributionMethod):
     description = "Score drop when a sliding window of the image is covered."
     reference = "Zeiler & Fergus 2014; Captum Occlusion"
     options = (
-        Option("window", (32, 32), "window size: an integer or [h, w] in pixels", pair_in(1, 4096)),
-        Option("stride", (16, 16), "stride: an integer or [h, w] in pixels", pair_in(1, 4096)),
-        Option("fill", 0.0, "fill value in the normalised input space", float_in(-1e3, 1e3)),
+        Option("window", (32, 32), "window size in pixels", minimum=1, maximum=4096),
+        Option("stride", (16, 16), "stride in pixels", minimum=1, maximum=4096),
+        Option("fill", 0.0, "fill value in the normalised input space", minimum=-1e3, maximum=1e3),
         Option(
             "batch_size",
             0,
             "occluded copies per forward pass (0: by memory budget)",
-            int_in(0, 4096),
+            minimum=0,
+            maximum=4096,
         ),
     )
 

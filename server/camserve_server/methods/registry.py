@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import InvalidArgument, choices
+from ..registry import Registry
 from .ablationcam import AblationCam
 from .activations import ChannelProfile, Embedding, FeatureMaps, Filters
 from .base import Method
@@ -16,9 +16,9 @@ from .saliency import InputXGradient, Saliency
 from .scorecam import ScoreCam
 from .smoothgrad import SmoothGrad
 
-METHODS: dict[str, Method] = {
-    method.id: method
-    for method in (
+METHODS: Registry[Method] = Registry(
+    "method",
+    (
         ClassActivationMap(),
         GradCam(),
         GradCamPlusPlus(),
@@ -40,15 +40,10 @@ METHODS: dict[str, Method] = {
         ChannelProfile(),
         Filters(),
         Embedding(),
-    )
-}
+    ),
+)
 
 
 def get_method(method_id: str) -> Method:
     """The registered method ``method_id``, or ``InvalidArgument`` naming the valid ones."""
-    try:
-        return METHODS[method_id]
-    except KeyError:
-        raise InvalidArgument(
-            f"unknown method {method_id!r}; valid methods: {choices(METHODS)}"
-        ) from None
+    return METHODS.lookup(method_id)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..options import Option
 from .base import BatchInput, Rows
 from .cam_base import CamMethod
 from .chunking import rows_per_pass, spans
-from .options import Option, int_in
 
 
 class ScoreCam(CamMethod):
@@ -25,7 +25,11 @@ class ScoreCam(CamMethod):
     variant = "scorecam (softmax over channel scores, pytorch-grad-cam)"
     options = (
         Option(
-            "batch_size", 0, "masked inputs per forward pass (0: by memory budget)", int_in(0, 4096)
+            "batch_size",
+            0,
+            "masked inputs per forward pass (0: by memory budget)",
+            minimum=0,
+            maximum=4096,
         ),
     )
 

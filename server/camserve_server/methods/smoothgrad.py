@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..options import Option
 from .base import BatchInput, Rows
 from .input_gradients import AttributionMethod, target_rows, weighted_input_gradients
-from .options import Option, float_in, int_in
 
 
 def sample_noise(x: torch.Tensor, samples: int, level: float, seed: int) -> torch.Tensor:
@@ -32,13 +32,27 @@ class SmoothGrad(AttributionMethod):
     description = "The input gradient averaged over noisy copies of the image."
     reference = "Smilkov et al. 2017 (defined in camserve's method notes)"
     options = (
-        Option("samples", 25, "noisy copies per image", int_in(1, 1000)),
+        Option("samples", 25, "noisy copies per image", minimum=1, maximum=1000),
         Option(
-            "noise", 0.15, "noise std as a fraction of the input's value range", float_in(0.0, 10.0)
+            "noise",
+            0.15,
+            "noise std as a fraction of the input's value range",
+            minimum=0.0,
+            maximum=10.0,
         ),
-        Option("seed", 0, "random seed; the same seed gives the same result", int_in(0, 2**31 - 1)),
         Option(
-            "batch_size", 0, "noisy copies per forward pass (0: by memory budget)", int_in(0, 4096)
+            "seed",
+            0,
+            "random seed; the same seed gives the same result",
+            minimum=0,
+            maximum=2**31 - 1,
+        ),
+        Option(
+            "batch_size",
+            0,
+            "noisy copies per forward pass (0: by memory budget)",
+            minimum=0,
+            maximum=4096,
         ),
     )
 
