@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from camserve._many import Outcome
 from camserve._progress import ProgressBar
 from camserve.client import ExplainClient
 from camserve.errors import CamserveError
@@ -97,6 +98,29 @@ def _top(ex: Explanation) -> str:
     return f"{ex.top.name} {ex.top.probability:.3f}" if ex.scores else ""
 
 
+def _explain_files(
+    client: ExplainClient,
+    paths: Sequence[Path],
+    model: str,
+    method: str,
+    concurrency: int,
+    bar: ProgressBar,
+    **options: Any,
+) -> list[Outcome]:
+    """Each file explained as uint8 heatmaps, ``concurrency`` in flight, ``bar`` advanced;
+    a failure stays in its file's place."""
+    return client.explain_many(
+        [str(p) for p in paths],
+        model=model,
+        method=method,
+        dtype="uint8",
+        concurrency=concurrency,
+        raise_errors=False,
+        progress=bar,
+        **options,
+    )
+
+
 def explain(args: argparse.Namespace, client: ExplainClient) -> int:
     """One overlay PNG per image in ``--out``."""
     from camserve.render import overlay
@@ -108,16 +132,15 @@ def explain(args: argparse.Namespace, client: ExplainClient) -> int:
     out.mkdir(parents=True, exist_ok=True)
     bar = ProgressBar("explain", len(paths))
     try:
-        outcomes = client.explain_many(
-            [str(p) for p in paths],
-            model=info.name,
-            method=args.method,
+        outcomes = _explain_files(
+            client,
+            paths,
+            info.name,
+            args.method,
+            args.concurrency,
+            bar,
             targets=args.target,
             layer=args.layer,
-            dtype="uint8",
-            concurrency=args.concurrency,
-            raise_errors=False,
-            progress=bar,
         )
     finally:
         bar.close()
@@ -157,14 +180,8 @@ def report(args: argparse.Namespace, client: ExplainClient) -> int:
     try:
         for k, method in enumerate(methods):
             bar.offset = k * len(paths)
-            by_method[method] = client.explain_many(
-                [str(p) for p in paths],
-                model=info.name,
-                method=method,
-                dtype="uint8",
-                concurrency=args.concurrency,
-                raise_errors=False,
-                progress=bar,
+            by_method[method] = _explain_files(
+                client, paths, info.name, method, args.concurrency, bar
             )
     finally:
         bar.close()
@@ -221,15 +238,9 @@ def embed(args: argparse.Namespace, client: ExplainClient) -> int:
                 vectors.append(vector)
                 bar(len(vectors))
         bar.offset = len(paths)
-        predicted = client.explain_many(
-            [str(p) for p in paths],
-            model=info.name,
-            method=_prediction_method(info),
-            size=(1, 1),
-            dtype="uint8",
-            concurrency=args.concurrency,
-            raise_errors=False,
-            progress=bar,
+        method = _prediction_method(info)
+        predicted = _explain_files(
+            client, paths, info.name, method, args.concurrency, bar, size=(1, 1)
         )
     finally:
         bar.close()

@@ -11,19 +11,17 @@ as PNG files (``camserve.render``, and so Pillow, is imported only here).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from camserve._arguments import AddCommand
 from camserve._commands import CommandError, resolve_model
 from camserve._progress import ProgressBar
 from camserve.client import ExplainClient
 from camserve.jobs import VisualizationProgress, VisualizationResult
 from camserve.results import ClassScore, ModelInfo
-
-Handler = Callable[[argparse.Namespace, ExplainClient], int]
-AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
 
 MAX_INDICES = 1024  # the most channels or classes one grid may ask for
 

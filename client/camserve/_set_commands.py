@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from camserve._arguments import AddCommand, checked
 from camserve._commands import CommandError, collect_images
 from camserve.client import ExplainClient
 
-Handler = Callable[[argparse.Namespace, ExplainClient], int]
-AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
 MAX_CHANNELS = 64
+_k = checked(int, lambda value: 1 <= value <= 256, "in [1, 256]")
 
 
 def parse_channels(text: str) -> list[int]:
@@ -42,16 +41,6 @@ def parse_channels(text: str) -> list[int]:
     if not 1 <= len(channels) <= MAX_CHANNELS:
         raise argparse.ArgumentTypeError(f"give 1 to {MAX_CHANNELS} channels, got {len(channels)}")
     return channels
-
-
-def _k(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= value <= 256:
-        raise argparse.ArgumentTypeError(f"must be in [1, 256]: {text!r}")
-    return value
 
 
 def _ensure_parent(path: str) -> Path:

@@ -22,6 +22,7 @@ from camserve._inputs import ImageInput, encode_image
 from camserve._progress import ProgressBar
 from camserve._resume import ResumePolicy, SentLedger
 from camserve.errors import InvalidArgumentError, from_rpc_error
+from camserve.results import from_fields
 from camserve.sets import (
     ActivatingPatch,
     EmbeddingMap,
@@ -100,17 +101,7 @@ def progress_callback(
 
 
 def image_set(info: pb.ImageSetInfo) -> ImageSet:
-    return ImageSet(
-        name=info.name,
-        model=info.model,
-        layers=tuple(info.layers),
-        embedding_layer=info.embedding_layer,
-        size=int(info.size),
-        bytes_used=int(info.bytes_used),
-        created=float(info.created),
-        max_images=int(info.max_images),
-        max_bytes=int(info.max_bytes),
-    )
+    return from_fields(ImageSet, info, layers=tuple(info.layers))
 
 
 class IndexRun:

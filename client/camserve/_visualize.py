@@ -61,18 +61,19 @@ def visualize_request(
     *,
     method: str,
     model: str,
-    image: ImageInput | None = None,
-    tensor: npt.ArrayLike | None = None,
-    target: int | None = None,
-    layer: str | None = None,
-    channel: int | None = None,
-    options: Mapping[str, OptionValue] | None = None,
-    style: ImageInput | None = None,
-    seed: int = 0,
-    preview_every: int = 0,
-    top_k: int = 0,
+    image: ImageInput | None,
+    tensor: npt.ArrayLike | None,
+    target: int | None,
+    layer: str | None,
+    channel: int | None,
+    options: Mapping[str, OptionValue] | None,
+    style: ImageInput | None,
+    seed: int,
+    preview_every: int,
+    top_k: int,
 ) -> jpb.VisualizeRequest:
-    """A checked ``VisualizeRequest``; images are read and encoded here."""
+    """A checked ``VisualizeRequest`` of ``visualize``'s arguments; images are read and
+    encoded here."""
     if not isinstance(method, str) or not method:
         raise InvalidArgumentError("method is required (see job_methods())")
     if not isinstance(model, str) or not model:

@@ -19,46 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from camserve import _commands, _job_commands, _set_commands
+from camserve._arguments import Handler, count, positive, unit
 from camserve.client import ExplainClient
 from camserve.errors import CamserveError, DeadlineExceededError, UnavailableError
 
 DEFAULT_SERVER = "localhost:50051"
 DEFAULT_TIMEOUT_S = 30.0
-
-Handler = Callable[[argparse.Namespace, ExplainClient], int]
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def _unit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1]: {text!r}")
-    return value
 
 
 def _connection_options(*, top: bool) -> argparse.ArgumentParser:
@@ -75,7 +44,7 @@ def _connection_options(*, top: bool) -> argparse.ArgumentParser:
     group.add_argument("--cert", default=default, help="PEM client certificate (mTLS)")
     group.add_argument("--key", default=default, help="PEM client private key (mTLS)")
     group.add_argument(
-        "--timeout", type=_positive, default=default, help="seconds per call (default 30)"
+        "--timeout", type=positive, default=default, help="seconds per call (default 30)"
     )
     return parser
 
@@ -98,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--model", help="model name (default: the server's first model)")
         sub.add_argument(
-            "--concurrency", type=_count, default=8, help="requests in flight (default 8)"
+            "--concurrency", type=count, default=8, help="requests in flight (default 8)"
         )
         sub.add_argument("--colormap", default="jet", help="heatmap colormap (default jet)")
 
@@ -108,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--method", default="gradcam", help="explanation method (default gradcam)")
     sub.add_argument("--target", type=int, help="class to explain (default: the top class)")
     sub.add_argument("--layer", help="layer to read (default: the model's)")
-    sub.add_argument("--alpha", type=_unit, default=0.5, help="overlay opacity (default 0.5)")
+    sub.add_argument("--alpha", type=unit, default=0.5, help="overlay opacity (default 0.5)")
     model_options(sub)
 
     sub = command("report", _commands.report, "write an HTML report comparing methods")

@@ -3,44 +3,35 @@
 Every method raises a ``CamserveError`` subclass on failure (see ``camserve.errors``).
 Calls take the client's ``timeout`` as their deadline unless given their own.
 The client is thread-safe: one instance may serve many threads.
+
+The methods, their arguments and documentation are written once for both clients
+(``camserve._explain_calls``, ``_job_calls``, ``_set_calls``); this module says how a
+blocking client runs them.
 """
 
 from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, overload
+from typing import Self, TypeVar
 
 import grpc
-import numpy.typing as npt
 
-from camserve import _health, _inputs, _sets, _visualize, results
-from camserve._channel import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    MAX_ATTEMPTS_LIMIT,
-    ChannelConfig,
-    PemSource,
-    open_channel,
-)
-from camserve._inputs import ImageInput, OptionValue
-from camserve._many import ManyRun, Outcome, Progress
-from camserve._visualize import ProgressCallback
+from camserve import _explain_calls, _job_calls, _set_calls, _visualize
+from camserve._calls import ExplainMany, Index, JobEvents, Unary, blocking
+from camserve._channel import ChannelConfig, open_channel
+from camserve._connection import Connection
 from camserve.errors import CamserveError, from_rpc_error
-from camserve.jobs import JobMethodInfo, VisualizationEvent, VisualizationResult
-from camserve.results import Activations, Explanation, Filters, MethodInfo, ModelInfo
-from camserve.sets import ActivatingPatch, EmbeddingMap, ImageSet, IndexResult, Neighbour
+from camserve.jobs import VisualizationEvent
+from camserve.sets import IndexResult
 from camserve.v1 import explain_pb2 as pb
-from camserve.v1 import explain_pb2_grpc, imagesets_pb2_grpc, jobs_pb2_grpc
-from camserve.v1 import imagesets_pb2 as set_pb
-from camserve.v1 import jobs_pb2 as jpb
 
-Request = TypeVar("Request")
-Reply = TypeVar("Reply")
+T = TypeVar("T")
 
 
-class ExplainClient:
+class ExplainClient(Connection[grpc.Channel]):
     """A blocking client; use it as a context manager, or call ``close``.
 
     ``address`` is ``host:port``. ``timeout`` is the default deadline of each
@@ -53,51 +44,8 @@ class ExplainClient:
     in all, with exponential backoff.
     """
 
-    def __init__(
-        self,
-        address: str = "localhost:50051",
-        *,
-        timeout: float | None = 30.0,
-        tls: bool = False,
-        root_certificates: PemSource | None = None,
-        certificate_chain: PemSource | None = None,
-        private_key: PemSource | None = None,
-        token: str | None = None,
-        server_name: str | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        keepalive_s: float | None = 60.0,
-        max_attempts: int = MAX_ATTEMPTS_LIMIT,
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        self.config = ChannelConfig(
-            address=address,
-            timeout=timeout,
-            tls=tls,
-            root_certificates=root_certificates,
-            certificate_chain=certificate_chain,
-            private_key=private_key,
-            token=token,
-            server_name=server_name,
-            max_message_bytes=max_message_bytes,
-            keepalive_s=keepalive_s,
-            max_attempts=max_attempts,
-            extra_options=tuple(options),
-        )
-        self._metadata = self.config.metadata()
-        self._channel = open_channel(self.config)
-        self._stub = explain_pb2_grpc.ExplainServiceStub(self._channel)
-        self._job_stub = jobs_pb2_grpc.VisualizeServiceStub(self._channel)
-        self._set_stub = imagesets_pb2_grpc.ImageSetServiceStub(self._channel)
-        self._health_check = self._channel.unary_unary(
-            _health.CHECK_METHOD,
-            request_serializer=_health.encode_request,
-            response_deserializer=_health.decode_response,
-        )
-
-    @property
-    def address(self) -> str:
-        """The server's address."""
-        return self.config.address
+    def _open(self, config: ChannelConfig) -> grpc.Channel:
+        return open_channel(config)
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
@@ -114,116 +62,16 @@ class ExplainClient:
     ) -> None:
         self.close()
 
-    def _call(
-        self, rpc: Callable[..., Reply], request: Request, timeout: float | None = None
-    ) -> Reply:
+    def _unary(self, call: Unary[T]) -> T:
+        request = call.build()
         try:
-            return rpc(
-                request, timeout=self.config.resolve_timeout(timeout), metadata=self._metadata
-            )
+            reply = call.rpc(self._stubs)(request, **self._per_call(call.timeout))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+        return call.parse(reply)
 
-    def explain(
-        self,
-        image: ImageInput | None = None,
-        *,
-        model: str,
-        tensor: npt.ArrayLike | None = None,
-        method: str = "gradcam",
-        targets: int | Sequence[int] | None = None,
-        top_k: int | None = None,
-        layer: str | None = None,
-        options: Mapping[str, OptionValue] | None = None,
-        size: tuple[int, int] | None = None,
-        dtype: str = "float32",
-        return_raw: bool = False,
-        request_id: str = "",
-        timeout: float | None = None,
-    ) -> Explanation:
-        """Explain one image (``image``: path, bytes, PIL image or uint8 ``(H, W, 3)`` array)
-        or preprocessed ``tensor`` (float32 ``(3, H, W)``).
-
-        ``targets`` (class indices) or ``top_k`` pick the classes (default: the top-1
-        class); ``layer`` defaults to the model's; ``options`` are the method's options
-        (see ``methods()``). ``size=(height, width)`` sets the heatmaps' size (default:
-        the image's); ``dtype`` their wire type ("float32", "float16" or "uint8": the
-        result is float32 in [0, 1] either way); ``return_raw`` adds ``Explanation.raw``.
-        """
-        template = _inputs.explain_template(
-            model=model,
-            method=method,
-            targets=targets,
-            top_k=top_k,
-            layer=layer,
-            options=options,
-            size=size,
-            dtype=dtype,
-            return_raw=return_raw,
-        )
-        request = _inputs.with_input(template, image, tensor, request_id)
-        return results.explanation(self._call(self._stub.Explain, request, timeout))
-
-    @overload
-    def explain_many(
-        self,
-        images: Iterable[ImageInput | npt.NDArray[Any]],
-        *,
-        model: str,
-        method: str = ...,
-        concurrency: int = ...,
-        raise_errors: Literal[True] = ...,
-        progress: Progress | None = ...,
-        timeout: float | None = ...,
-        **kwargs: Any,
-    ) -> list[Explanation]: ...
-
-    @overload
-    def explain_many(
-        self,
-        images: Iterable[ImageInput | npt.NDArray[Any]],
-        *,
-        model: str,
-        method: str = ...,
-        concurrency: int = ...,
-        raise_errors: Literal[False],
-        progress: Progress | None = ...,
-        timeout: float | None = ...,
-        **kwargs: Any,
-    ) -> list[Outcome]: ...
-
-    def explain_many(
-        self,
-        images: Iterable[ImageInput | npt.NDArray[Any]],
-        *,
-        model: str,
-        method: str = "gradcam",
-        concurrency: int = 16,
-        raise_errors: bool = True,
-        progress: Progress | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> list[Explanation] | list[Outcome]:
-        """Explain many images over one ``ExplainStream``, at most ``concurrency`` in flight.
-
-        Results come back in input order. Each item is an image as for ``explain``, or a
-        floating-point array, taken as a preprocessed tensor. ``kwargs`` are ``explain``'s
-        (``targets``, ``top_k``, ``layer``, ``options``, ``size``, ``dtype``, ``return_raw``).
-
-        ``raise_errors=True`` (default): the first failure cancels the stream and is
-        raised, its ``index`` set to the item's position. ``raise_errors=False``: a failed
-        item's slot holds its ``CamserveError`` and the others go on. ``progress(done,
-        total)`` is called after each item. The stream's deadline is ``timeout`` (default:
-        the client's timeout for each wave of ``concurrency`` items).
-        """
-        template = _inputs.explain_template(model=model, method=method, **kwargs)
-        run = ManyRun(
-            images,
-            template,
-            concurrency=concurrency,
-            raise_errors=raise_errors,
-            progress=progress,
-        )
+    def _explain_many(self, call: ExplainMany[T]) -> T:
+        run = call.run
         outbox: queue.SimpleQueue[pb.ExplainRequest | None] = queue.SimpleQueue()
 
         def send() -> None:
@@ -234,284 +82,60 @@ class ExplainClient:
 
         send()
         if run.outstanding == 0:
-            return run.finish(None)
-        deadline = timeout if timeout is not None else run.deadline(self.config.timeout)
-        call = self._stub.ExplainStream(
-            iter(outbox.get, None),
-            timeout=self.config.resolve_timeout(deadline),
-            metadata=self._metadata,
+            return call.result(None)
+        deadline = call.deadline(self.config.timeout)
+        stream = self._stubs.explain.ExplainStream(
+            iter(outbox.get, None), **self._per_call(deadline)
         )
         stream_error: CamserveError | None = None
         try:
-            try:
-                for reply in call:
-                    run.on_reply(reply)
-                    if not run.exhausted:
-                        send()
-            except grpc.RpcError as exc:
-                stream_error = from_rpc_error(exc)
+            for reply in stream:
+                run.on_reply(reply)
+                if not run.exhausted:
+                    send()
+        except grpc.RpcError as exc:
+            stream_error = from_rpc_error(exc)
         finally:
             outbox.put(None)  # lets gRPC's request-reading thread finish
-            call.cancel()
-        return run.finish(stream_error)
+            stream.cancel()
+        return call.result(stream_error)
 
-    def embed(
-        self,
-        image: ImageInput | None = None,
-        *,
-        model: str,
-        tensor: npt.ArrayLike | None = None,
-        layer: str | None = None,
-        normalize: bool = False,
-        timeout: float | None = None,
-    ) -> results.FloatArray:
-        """One image's representation, float32 ``(dim,)``: by default the input of the
-        model's final linear layer; ``normalize`` scales it to unit L2 norm."""
-        request = _inputs.embed_request(
-            image, tensor, model=model, layer=layer, normalize=normalize
-        )
-        return results.embedding(self._call(self._stub.Embed, request, timeout))
+    def _job_events(self, call: JobEvents) -> Generator[VisualizationEvent, None, None]:
+        stream = self._stubs.jobs.Visualize(call.build(), **self._per_call(call.timeout))
+        return _visualize.iterate(stream)
 
-    def activations(
-        self,
-        image: ImageInput | None = None,
-        *,
-        model: str,
-        tensor: npt.ArrayLike | None = None,
-        layer: str | None = None,
-        top_k: int = 0,
-        profile_only: bool = False,
-        timeout: float | None = None,
-    ) -> Activations:
-        """A layer's feature maps for one image (the ``top_k`` most active channels, or all),
-        or with ``profile_only`` just every channel's mean activation."""
-        request = _inputs.activations_request(
-            image, tensor, model=model, layer=layer, top_k=top_k, profile_only=profile_only
-        )
-        return results.activations(self._call(self._stub.Activations, request, timeout))
-
-    def filters(
-        self, model: str, layer: str | None = None, *, timeout: float | None = None
-    ) -> Filters:
-        """A convolution's weights (default: the model's first convolution)."""
-        request = _inputs.filters_request(model, layer)
-        return results.filters(self._call(self._stub.Filters, request, timeout))
-
-    def models(self, *, timeout: float | None = None) -> list[ModelInfo]:
-        """The models the server serves, in its order."""
-        reply = self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
-        return [results.model_info(m) for m in reply.models]
-
-    def methods(self, *, timeout: float | None = None) -> list[MethodInfo]:
-        """The explanation methods the server implements, with their options' defaults."""
-        reply = self._call(self._stub.ListMethods, pb.ListMethodsRequest(), timeout)
-        return [results.method_info(m) for m in reply.methods]
-
-    def health(self, service: str = "", *, timeout: float | None = None) -> str:
-        """The server's health status: "SERVING", "NOT_SERVING", "UNKNOWN" or
-        "SERVICE_UNKNOWN" ("" asks about the whole server)."""
-        status: str = self._call(self._health_check, service, timeout)
-        return status
-
-    # -- optimisation jobs (see camserve.jobs) -----------------------------------------
-
-    def visualize_events(
-        self,
-        *,
-        method: str,
-        model: str,
-        image: ImageInput | None = None,
-        tensor: npt.ArrayLike | None = None,
-        target: int | None = None,
-        layer: str | None = None,
-        channel: int | None = None,
-        options: Mapping[str, OptionValue] | None = None,
-        style: ImageInput | None = None,
-        seed: int = 0,
-        preview_every: int = 0,
-        top_k: int = 0,
-        timeout: float | None = None,
-    ) -> Generator[VisualizationEvent, None, None]:
-        """Run an optimisation job; yields ``VisualizationProgress`` per step, then the
-        ``VisualizationResult``. Leaving the loop early cancels the job. Arguments as
-        ``visualize``."""
-        request = _visualize.visualize_request(
-            method=method,
-            model=model,
-            image=image,
-            tensor=tensor,
-            target=target,
-            layer=layer,
-            channel=channel,
-            options=options,
-            style=style,
-            seed=seed,
-            preview_every=preview_every,
-            top_k=top_k,
-        )
-        call = self._job_stub.Visualize(
-            request, timeout=self.config.resolve_timeout(timeout), metadata=self._metadata
-        )
-        return _visualize.iterate(call)
-
-    def visualize(
-        self,
-        *,
-        method: str,
-        model: str,
-        image: ImageInput | None = None,
-        tensor: npt.ArrayLike | None = None,
-        target: int | None = None,
-        layer: str | None = None,
-        channel: int | None = None,
-        options: Mapping[str, OptionValue] | None = None,
-        on_progress: ProgressCallback | None = None,
-        style: ImageInput | None = None,
-        seed: int = 0,
-        preview_every: int = 0,
-        top_k: int = 0,
-        timeout: float | None = None,
-    ) -> VisualizationResult:
-        """Run an optimisation job (see ``job_methods()``) to its end.
-
-        ``image`` (path, bytes, PIL image or uint8 array) or ``tensor`` (float32
-        ``(3, H, W)``, normalised) is the starting or source image, when the method takes
-        one; ``target`` a class, ``layer`` and ``channel`` a unit to visualise; ``options``
-        the method's options (e.g. ``steps``, ``lr``, ``epsilon``); ``style`` the style
-        image of style transfer. The same arguments and ``seed`` give the same picture.
-        ``on_progress`` is called with each ``VisualizationProgress`` (with a preview
-        every ``preview_every`` steps). The deadline is ``timeout`` (default: the
-        client's); when it passes, the server stops the job.
-        """
-        events = self.visualize_events(
-            method=method,
-            model=model,
-            image=image,
-            tensor=tensor,
-            target=target,
-            layer=layer,
-            channel=channel,
-            options=options,
-            style=style,
-            seed=seed,
-            preview_every=preview_every,
-            top_k=top_k,
-            timeout=timeout,
-        )
-        return _visualize.collect(events, on_progress)
-
-    def job_methods(self, *, timeout: float | None = None) -> list[JobMethodInfo]:
-        """The optimisation job methods the server implements, with options and ranges."""
-        reply = self._call(self._job_stub.ListJobMethods, jpb.ListJobMethodsRequest(), timeout)
-        return _visualize.job_method_infos(reply)
-
-    # -- image sets (see camserve.sets) ------------------------------------------------
-
-    def index(
-        self,
-        set: str,
-        images: Mapping[str, ImageInput] | Iterable[ImageInput],
-        model: str | None = None,
-        layers: Sequence[str] | None = None,
-        *,
-        embedding_layer: str | None = None,
-        progress: bool | _sets.Progress | None = True,
-        timeout: float | None = None,
-    ) -> IndexResult:
-        """Index ``images`` into the named set, created for ``model`` and ``layers`` when new.
-
-        ``images`` is a mapping id -> image (path, bytes, PIL image or uint8 array) or a
-        list of images (a path is named by its file name, anything else by its content
-        hash). Images already in the set are skipped; an image that cannot be read or
-        decoded fails alone (see ``IndexResult.failures``). ``layers`` default to the
-        model's default layer, ``embedding_layer`` to the penultimate representation.
-        ``progress``: True draws a bar on a terminal; a callable gets ``(done, total)``.
-        The call's deadline is ``timeout``, default the client's plus a second per image.
-
-        A stream that ends with UNAVAILABLE (the server's maximum connection age, a
-        restart, a dropped connection) is resumed: a new stream sends again only the
-        images the server had not answered, after a short backoff, at most 5 times in a
-        row without an answered image and within the deadline (``IndexResult.resumed``
-        counts them). An image written just before a cut, its answer lost, comes back
-        ``skipped`` with ``existing_id`` its own id.
-        """
-        run = _sets.IndexRun(
-            set,
-            images,
-            model=model,
-            layers=layers,
-            embedding_layer=embedding_layer,
-            progress=progress,
-        )
-        while True:
-            left = run.time_left(timeout, self.config.timeout)  # of the whole call
+    def _index(self, call: Index) -> IndexResult:
+        run = call.run
+        while True:  # a stream cut with UNAVAILABLE is resumed (see IndexRun)
+            left = run.time_left(call.timeout, self.config.timeout)  # of the whole call
             try:
-                replies = self._set_stub.IndexImages(
-                    run.requests(),
-                    timeout=self.config.resolve_timeout(left),
-                    metadata=self._metadata,
-                )
-                for reply in replies:
+                for reply in self._stubs.sets.IndexImages(run.requests(), **self._per_call(left)):
                     run.on_reply(reply)
                 return run.finish()
             except grpc.RpcError as exc:
                 time.sleep(run.resume_or_raise(exc))
 
-    def top_activating(
-        self, set: str, layer: str | None, channel: int, k: int = 9, *, timeout: float | None = None
-    ) -> list[ActivatingPatch]:
-        """The ``k`` members that most activate ``channel`` of ``layer`` (None: the set's
-        first layer), highest first, each with the patch its maximal unit sees."""
-        request = _sets.top_request(set, layer, channel, k)
-        return _sets.top_items(self._call(self._set_stub.TopActivating, request, timeout))
+    # The methods: arguments, documentation and requests in camserve._*_calls.
+    explain = blocking(_explain_calls.explain)
+    explain_many = blocking(_explain_calls.explain_many)
+    embed = blocking(_explain_calls.embed)
+    activations = blocking(_explain_calls.activations)
+    filters = blocking(_explain_calls.filters)
+    models = blocking(_explain_calls.models)
+    methods = blocking(_explain_calls.methods)
+    health = blocking(_explain_calls.health)
 
-    def neighbours(
-        self,
-        set: str,
-        image: ImageInput | None = None,
-        id: str | None = None,
-        k: int = 10,
-        space: str = "features",
-        *,
-        thumbnail_size: int = 0,
-        timeout: float | None = None,
-    ) -> list[Neighbour]:
-        """The ``k`` members nearest ``image`` or the member ``id`` (left out of its own
-        neighbours), nearest first: 1 - cosine of embeddings (``space="features"``) or
-        pixel distance (``"pixels"``). ``thumbnail_size`` > 0 adds each one's thumbnail."""
-        request = _sets.neighbours_request(set, image, id, k, space, thumbnail_size)
-        reply = self._call(self._set_stub.NearestNeighbours, request, timeout)
-        return _sets.neighbour_items(reply)
+    visualize_events = blocking(_job_calls.visualize_events)
+    visualize = blocking(_job_calls.visualize)
+    job_methods = blocking(_job_calls.job_methods)
 
-    def embedding_map(
-        self,
-        set: str,
-        method: str = "tsne",
-        *,
-        seed: int = 0,
-        max_points: int = 0,
-        thumbnail_size: int = 0,
-        timeout: float | None = None,
-    ) -> EmbeddingMap:
-        """The set's embeddings projected to 2-D ("pca" or "tsne") on the server, each point
-        with its predicted class; ``max_points`` > 0 returns a seeded sample of the points."""
-        request = _sets.map_request(set, method, seed, max_points, thumbnail_size)
-        return _sets.embedding_map(self._call(self._set_stub.EmbeddingMap, request, timeout))
-
-    def sets(self, *, timeout: float | None = None) -> list[ImageSet]:
-        """Every image set on the server."""
-        reply = self._call(self._set_stub.ListSets, set_pb.ListSetsRequest(), timeout)
-        return _sets.image_sets(reply)
-
-    def describe_set(self, name: str, *, timeout: float | None = None) -> ImageSet:
-        """One set's description: model, layers, size, bytes used and limits."""
-        request = _sets.describe_request(name)
-        return _sets.image_set(self._call(self._set_stub.DescribeSet, request, timeout))
-
-    def delete_set(self, name: str, *, timeout: float | None = None) -> int:
-        """Delete a set and its records; the bytes freed on the server."""
-        request = _sets.delete_request(name)
-        return _sets.bytes_freed(self._call(self._set_stub.DeleteSet, request, timeout))
+    index = blocking(_set_calls.index)
+    top_activating = blocking(_set_calls.top_activating)
+    neighbours = blocking(_set_calls.neighbours)
+    embedding_map = blocking(_set_calls.embedding_map)
+    sets = blocking(_set_calls.sets)
+    describe_set = blocking(_set_calls.describe_set)
+    delete_set = blocking(_set_calls.delete_set)
 
 
 __all__ = ["ExplainClient"]

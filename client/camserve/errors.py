@@ -2,7 +2,7 @@
 
 Every failed call raises a ``CamserveError`` subclass carrying the status code
 (``.code``, a ``grpc.StatusCode``) and the server's message (``.details``). The
-mapping from status codes to classes lives here, in ``_CLASSES``, and nowhere else.
+mapping between status codes and classes lives here, in ``_CODES``, and nowhere else.
 """
 
 from __future__ import annotations
@@ -40,37 +40,25 @@ class InvalidArgumentError(CamserveError, ValueError):
     Raised by the SDK itself, before sending, for arguments it can check locally.
     """
 
-    default_code = grpc.StatusCode.INVALID_ARGUMENT
-
 
 class NotFoundError(CamserveError):
     """A named thing does not exist on the server (e.g. an unknown model)."""
-
-    default_code = grpc.StatusCode.NOT_FOUND
 
 
 class OverloadedError(CamserveError):
     """The server's queue is full (RESOURCE_EXHAUSTED): try again later."""
 
-    default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
 
 class UnavailableError(CamserveError):
     """The server cannot be reached, is starting up or shutting down (UNAVAILABLE)."""
-
-    default_code = grpc.StatusCode.UNAVAILABLE
 
 
 class DeadlineExceededError(CamserveError):
     """The call's deadline passed before the server answered."""
 
-    default_code = grpc.StatusCode.DEADLINE_EXCEEDED
-
 
 class UnauthenticatedError(CamserveError):
     """A missing or wrong bearer token (UNAUTHENTICATED), or no permission (PERMISSION_DENIED)."""
-
-    default_code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class ConflictError(CamserveError):
@@ -78,27 +66,25 @@ class ConflictError(CamserveError):
     settings (ALREADY_EXISTS), or the server is not in the state the call needs
     (FAILED_PRECONDITION)."""
 
-    default_code = grpc.StatusCode.ALREADY_EXISTS
-
 
 class InternalError(CamserveError):
     """Any other failure (INTERNAL, UNKNOWN, UNIMPLEMENTED, CANCELLED, ...)."""
 
-    default_code = grpc.StatusCode.INTERNAL
 
-
-_CLASSES: Final[dict[grpc.StatusCode, type[CamserveError]]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.PERMISSION_DENIED: UnauthenticatedError,
-    grpc.StatusCode.ALREADY_EXISTS: ConflictError,
-    grpc.StatusCode.FAILED_PRECONDITION: ConflictError,
+_CODES: Final[dict[type[CamserveError], tuple[grpc.StatusCode, ...]]] = {
+    InvalidArgumentError: (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE),
+    NotFoundError: (grpc.StatusCode.NOT_FOUND,),
+    OverloadedError: (grpc.StatusCode.RESOURCE_EXHAUSTED,),
+    UnavailableError: (grpc.StatusCode.UNAVAILABLE,),
+    DeadlineExceededError: (grpc.StatusCode.DEADLINE_EXCEEDED,),
+    UnauthenticatedError: (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED),
+    ConflictError: (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION),
+    InternalError: (grpc.StatusCode.INTERNAL,),
 }
+"""Each class's status codes, its ``default_code`` first; a code not listed: ``InternalError``."""
+for _class, _codes in _CODES.items():
+    _class.default_code = _codes[0]
+_CLASSES: Final = {code: cls for cls, codes in _CODES.items() for code in codes}
 _BY_NUMBER: Final[dict[int, grpc.StatusCode]] = {code.value[0]: code for code in grpc.StatusCode}
 
 

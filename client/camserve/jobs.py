@@ -14,22 +14,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from camserve import tensors
 from camserve._inputs import OptionDefault, option_from_proto
 from camserve.errors import InternalError
-from camserve.results import ClassScore
+from camserve.results import ClassScore, class_scores, decoded, from_fields
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import jobs_pb2 as jpb
 
 FloatArray = npt.NDArray[np.float32]
 ByteArray = npt.NDArray[np.uint8]
-
-
-def _array(message: pb.Tensor, what: str) -> npt.NDArray[Any]:
-    try:
-        return tensors.from_proto(message, copy=True)
-    except ValueError as exc:
-        raise InternalError(f"the server sent a malformed {what}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -100,7 +92,7 @@ VisualizationEvent = VisualizationProgress | VisualizationResult
 
 
 def _rgb(message: pb.Tensor, what: str) -> ByteArray:
-    array = _array(message, what)
+    array = decoded(message, what)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise InternalError(f"the server sent a malformed {what}: {array.dtype} {array.shape}")
     return np.ascontiguousarray(array, dtype=np.uint8)
@@ -109,28 +101,14 @@ def _rgb(message: pb.Tensor, what: str) -> ByteArray:
 def _image(message: jpb.JobImage) -> VisualImage:
     tensor = None
     if message.HasField("tensor"):
-        tensor = _array(message.tensor, f"{message.name} tensor").astype(np.float32, copy=False)
+        tensor = decoded(message.tensor, f"{message.name} tensor").astype(np.float32, copy=False)
     return VisualImage(name=message.name, tensor=tensor, image=_rgb(message.rgb, message.name))
-
-
-def _scores(messages: Any) -> list[ClassScore]:
-    return [
-        ClassScore(index=s.index, label=s.label, probability=s.probability, logit=s.logit)
-        for s in messages
-    ]
 
 
 def progress(message: jpb.JobProgress) -> VisualizationProgress:
     """A ``JobProgress`` message as a ``VisualizationProgress``."""
     preview = _rgb(message.preview.rgb, "preview") if message.HasField("preview") else None
-    return VisualizationProgress(
-        step=message.step,
-        total=message.total,
-        loss=message.loss,
-        objective=message.objective,
-        elapsed_ms=message.elapsed_ms,
-        preview=preview,
-    )
+    return from_fields(VisualizationProgress, message, preview=preview)
 
 
 def result(message: jpb.JobResult) -> VisualizationResult:
@@ -144,10 +122,10 @@ def result(message: jpb.JobResult) -> VisualizationResult:
         layer=message.layer,
         tensor=picture.tensor,
         image=picture.image,
-        scores=_scores(message.top_classes),
+        scores=class_scores(message.top_classes),
         trace=np.asarray(list(message.trace), dtype=np.float64),
         images={m.name: _image(m) for m in message.images},
-        predictions={p.name: _scores(p.scores) for p in message.predictions},
+        predictions={p.name: class_scores(p.scores) for p in message.predictions},
         steps=message.steps,
         cached=message.cached,
         seed=message.seed,
@@ -203,15 +181,7 @@ def job_method_info(message: jpb.JobMethodInfo) -> JobMethodInfo:
         )
         for o in message.options
     }
-    return JobMethodInfo(
-        id=message.id,
-        family=message.family,
-        summary=message.summary,
-        needs_image=message.needs_image,
-        needs_target=message.needs_target,
-        uses_layer=message.uses_layer,
-        options=options,
-    )
+    return from_fields(JobMethodInfo, message, options=options)
 
 
 __all__ = [

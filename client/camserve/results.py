@@ -8,9 +8,9 @@ names the wire dtype.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,14 +20,26 @@ from camserve._inputs import HEATMAP_DTYPES, OptionDefault, option_from_proto
 from camserve.errors import InternalError
 from camserve.v1 import explain_pb2 as pb
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 FloatArray = npt.NDArray[np.float32]
+Record = TypeVar("Record", bound="DataclassInstance")
 
 
-def _array(message: pb.Tensor, what: str) -> npt.NDArray[Any]:
+def decoded(message: pb.Tensor, what: str) -> npt.NDArray[Any]:
+    """A ``Tensor`` the server sent, as an array; ``InternalError`` naming ``what`` if malformed."""
     try:
         return tensors.from_proto(message, copy=True)
     except ValueError as exc:
         raise InternalError(f"the server sent a malformed {what}: {exc}") from None
+
+
+def from_fields(cls: type[Record], message: Any, **others: Any) -> Record:
+    """A ``cls`` dataclass of ``message``'s fields of the same names; ``others`` give the
+    fields that are converted, renamed or computed."""
+    copied = {f.name: getattr(message, f.name) for f in fields(cls) if f.name not in others}
+    return cls(**copied, **others)
 
 
 def _unit_float(values: npt.NDArray[Any]) -> FloatArray:
@@ -108,19 +120,24 @@ class Explanation:
         return self.scores[0]
 
 
+def class_scores(messages: Iterable[pb.ClassScore]) -> list[ClassScore]:
+    """``ClassScore`` messages as ``ClassScore``s, in their order."""
+    return [ClassScore(s.index, s.label, float(s.probability), float(s.logit)) for s in messages]
+
+
 _WIRE_NAMES = {code: name for name, code in HEATMAP_DTYPES.items()}
 
 
 def explanation(message: pb.ExplainResponse) -> Explanation:
     """An ``ExplainResponse`` as an ``Explanation``."""
-    maps = [_unit_float(_array(h.map, "heatmap")) for h in message.heatmaps]
+    maps = [_unit_float(decoded(h.map, "heatmap")) for h in message.heatmaps]
     height, width = message.image_height, message.image_width
     if maps and any(m.ndim != 2 or m.shape != maps[0].shape for m in maps):
         raise InternalError("the server sent heatmaps of different or non-2-D shapes")
     heatmaps = np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
     raw = None
     if any(h.HasField("raw") for h in message.heatmaps):
-        raws = [_array(h.raw, "raw map").astype(np.float32) for h in message.heatmaps]
+        raws = [decoded(h.raw, "raw map").astype(np.float32) for h in message.heatmaps]
         if any(r.shape != raws[0].shape for r in raws):
             raise InternalError("the server sent raw maps of different shapes")
         raw = np.stack(raws)
@@ -136,10 +153,7 @@ def explanation(message: pb.ExplainResponse) -> Explanation:
         heatmaps=heatmaps,
         empty=[h.empty for h in message.heatmaps],
         raw=raw,
-        scores=[
-            ClassScore(c.index, c.label, float(c.probability), float(c.logit))
-            for c in message.top_classes
-        ],
+        scores=class_scores(message.top_classes),
         cache_hit=message.cache_hit,
         timings=Timings(t.decode_ms, t.queue_ms, t.compute_ms, t.total_ms),
         metrics=dict(message.metrics),
@@ -165,12 +179,12 @@ class Activations:
 
 def activations(message: pb.ActivationsResponse) -> Activations:
     """An ``ActivationsResponse`` as ``Activations``."""
-    maps = _array(message.maps, "feature map") if message.HasField("maps") else None
+    maps = decoded(message.maps, "feature map") if message.HasField("maps") else None
     return Activations(
         layer=message.layer,
         maps=None if maps is None else maps.astype(np.float32),
         channels=list(message.channels),
-        profile=_array(message.profile, "profile").astype(np.float32),
+        profile=decoded(message.profile, "profile").astype(np.float32),
     )
 
 
@@ -184,12 +198,12 @@ class Filters:
 
 def filters(message: pb.FiltersResponse) -> Filters:
     """A ``FiltersResponse`` as ``Filters``."""
-    return Filters(message.layer, _array(message.weights, "weights").astype(np.float32))
+    return Filters(message.layer, decoded(message.weights, "weights").astype(np.float32))
 
 
 def embedding(message: pb.EmbedResponse) -> FloatArray:
     """An ``EmbedResponse``'s vector, float32 ``(dim,)``."""
-    return _array(message.vector, "vector").astype(np.float32).reshape(-1)
+    return decoded(message.vector, "vector").astype(np.float32).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -213,16 +227,13 @@ class ModelInfo:
 
 def model_info(message: pb.ModelInfo) -> ModelInfo:
     """A ``ModelInfo`` message as a ``ModelInfo``."""
-    return ModelInfo(
-        name=message.name,
+    return from_fields(
+        ModelInfo,
+        message,
         layers=list(message.layers),
-        default_layer=message.default_layer,
         input_size=(message.input_height, message.input_width),
-        num_classes=message.num_classes,
         labels=list(message.labels) if message.has_labels else [],
         methods=list(message.methods),
-        format=message.format,
-        weights_digest=message.weights_digest,
     )
 
 
@@ -242,13 +253,9 @@ class MethodInfo:
 
 def method_info(message: pb.MethodInfo) -> MethodInfo:
     """A ``MethodInfo`` message as a ``MethodInfo``."""
-    return MethodInfo(
-        id=message.id,
-        family=message.family,
-        uses_layer=message.uses_layer,
-        uses_targets=message.uses_targets,
-        description=message.description,
-        reference=message.reference,
+    return from_fields(
+        MethodInfo,
+        message,
         options={o.name: option_from_proto(o.default) for o in message.options},
         option_help={o.name: o.description for o in message.options},
     )
@@ -263,9 +270,12 @@ __all__ = [
     "ModelInfo",
     "Timings",
     "activations",
+    "class_scores",
+    "decoded",
     "embedding",
     "explanation",
     "filters",
+    "from_fields",
     "method_info",
     "model_info",
 ]

@@ -24,18 +24,16 @@ def pca_2d(features: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
     Each axis's sign is fixed so that its largest-magnitude loading is positive, so
     the result does not depend on the SVD routine. Missing axes (N or D < 2) are 0.
+    Plain numpy, not the server's scikit-learn PCA: the SDK depends on neither of them.
     """
     values = _features(features)
     result = np.zeros((values.shape[0], 2))
     if values.shape[0] < 2 or values.shape[1] == 0:
         return result
     centred = values - values.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    axes = vt[:2]
-    peak = np.argmax(np.abs(axes), axis=1)
-    signs = np.sign(axes[np.arange(axes.shape[0]), peak])
-    axes = axes * np.where(signs == 0, 1.0, signs)[:, None]
-    result[:, : axes.shape[0]] = centred @ axes.T
+    axes = np.linalg.svd(centred, full_matrices=False)[2][:2]
+    peaks = axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)]
+    result[:, : len(axes)] = centred @ (axes * np.where(peaks < 0, -1.0, 1.0)[:, None]).T
     return result
 
 

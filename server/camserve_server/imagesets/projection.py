@@ -1,11 +1,12 @@
 """A 2-D map of a set's embeddings: PCA, or t-SNE (van der Maaten & Hinton 2008).
 
 PCA projects the centred embeddings ``X - mean`` on their two leading right singular
-vectors (``X = U S V^T``, coordinates ``U[:, :2] S[:2]``), signs fixed so the answer is
-deterministic. t-SNE matches pairwise neighbour probabilities ``p_ij`` (Gaussian, set
-by the perplexity) with a Student-t ``q_ij`` in 2-D by minimising ``KL(P || Q)``; for
-large or wide sets it runs on the 50-component PCA reduction, as cs231n's t-SNE of
-CNN codes does, with scikit-learn's Barnes-Hut solver (``O(N log N)`` per iteration).
+vectors (``X = U S V^T``, coordinates ``U[:, :2] S[:2]``, scikit-learn's ``PCA``), signs
+fixed so the answer is deterministic. t-SNE matches pairwise neighbour probabilities
+``p_ij`` (Gaussian, set by the perplexity) with a Student-t ``q_ij`` in 2-D by
+minimising ``KL(P || Q)``; for large or wide sets it runs on the 50-component PCA
+reduction, as cs231n's t-SNE of CNN codes does, with scikit-learn's Barnes-Hut solver
+(``O(N log N)`` per iteration).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import torch
 
 from ..errors import InvalidArgument
 
@@ -49,24 +49,26 @@ def embedding_map(
 
 
 def pca(x: np.ndarray, components: int) -> np.ndarray:
-    """The first ``components`` principal coordinates of the rows of ``x`` (zero-padded)."""
-    n = x.shape[0]
-    centred = torch.from_numpy(x).double()
-    centred = centred - centred.mean(dim=0, keepdim=True)
-    if min(centred.shape) > EXACT_SVD_LIMIT:  # randomised SVD (Halko et al. 2011), seeded
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            u, s, v = torch.svd_lowrank(centred, q=min(components + 10, min(centred.shape)))
-        vh = v.T
-    else:
-        u, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    kept = min(components, s.shape[0])
-    # Fix each component's sign: its largest loading is positive.
-    signs = torch.sign(vh[:kept].gather(1, vh[:kept].abs().argmax(dim=1, keepdim=True))).T
-    signs[signs == 0] = 1.0
-    coords = (u[:, :kept] * s[:kept] * signs).float().numpy()
-    out = np.zeros((n, components), dtype=np.float32)
-    out[:, :kept] = coords
+    """The first ``components`` principal coordinates of the rows of ``x`` (zero-padded).
+
+    scikit-learn's PCA: an exact SVD, or its randomised SVD (Halko et al. 2011, seeded)
+    when ``x`` is wider and taller than ``EXACT_SVD_LIMIT``. Each component's sign is
+    fixed so that its largest loading is positive.
+    """
+    from sklearn.decomposition import PCA  # imported on use, as in tsne
+
+    out = np.zeros((x.shape[0], components), dtype=np.float32)
+    kept = min(components, *x.shape) if x.shape[0] > 1 else 0
+    if kept == 0:
+        return out
+    values = np.asarray(x, dtype=np.float64)
+    solver = "randomized" if min(values.shape) > EXACT_SVD_LIMIT else "full"
+    model = PCA(n_components=kept, svd_solver=solver, random_state=0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # constant rows: no variance
+        coords = model.fit_transform(values)
+    loadings = model.components_
+    peaks = loadings[np.arange(kept), np.abs(loadings).argmax(axis=1)]
+    out[:, :kept] = coords * np.where(peaks < 0, -1.0, 1.0)
     return out
 
 
