@@ -14,8 +14,8 @@ from typing import Any
 from .errors import InvalidArgument, choices
 from .methods import Method, TargetRequest, get_method
 from .methods.base import validate_targets
-from .methods.options import parse_options
 from .models.loading import LoadedModel
+from .options import parse_options
 from .query import ExplainQuery
 from .reply_size import (
     DEFAULT_OUTPUT_SIDE,

@@ -13,8 +13,8 @@ import torchvision
 from camserve_server.errors import Unavailable
 from camserve_server.methods import TargetRequest, get_method
 from camserve_server.methods.chunking import between_chunks, spans
-from camserve_server.methods.options import parse_options
 from camserve_server.models import ExplainableModel
+from camserve_server.options import parse_options
 from camserve_server.runtime.batcher import Batcher, GroupKey, WorkItem
 from camserve_server.runtime.device_slot import DeviceSlot, Priority
 from camserve_server.runtime.metrics import Metrics

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
-from .options import Option
+from ..options import Option
 
 Family = Literal["cam", "gradient", "perturbation", "activation"]
 

@@ -10,8 +10,8 @@ import torch
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
+from ..options import parse_options
 from .base import BatchInput, BatchResult, CachedLayer, Method, TargetRequest, validate_targets
-from .options import parse_options
 from .precision import full_precision
 from .registry import get_method
 
