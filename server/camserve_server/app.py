@@ -19,13 +19,21 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from camserve.v1 import explain_pb2, explain_pb2_grpc, imagesets_pb2, imagesets_pb2_grpc
+from camserve.v1 import (
+    explain_pb2,
+    explain_pb2_grpc,
+    imagesets_pb2,
+    imagesets_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
 
 from .config import ModelSpec, Settings
 from .errors import FailedPrecondition
 from .imagesets.service import ImageSetService
 from .imagesets.servicer import ImageSetServicer
-from .jobs.servicer import add_visualize_service
+from .jobs.service import JobService
+from .jobs.servicer import VisualizeServicer
 from .methods import METHODS
 from .models import ExplainableModel
 from .models.loading import LoadedModel, load_model
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name
 IMAGESETS_NAME = imagesets_pb2.DESCRIPTOR.services_by_name["ImageSetService"].full_name
+JOBS_NAME = jobs_pb2.DESCRIPTOR.services_by_name["VisualizeService"].full_name
 
 
 def resolve_devices(spec: str) -> list[torch.device]:
@@ -63,15 +72,12 @@ class Runtime:
     models: dict[str, LoadedModel]
     cache: ActivationCache
     batcher: Batcher
+    workers: list[DeviceWorker]
     service: ExplainService
+    imagesets: ImageSetService
+    jobs: JobService
     health: health.aio.HealthServicer
-    workers: list[DeviceWorker] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    imagesets: ImageSetService | None = None
-
-    def least_busy_worker(self) -> DeviceWorker:
-        """The device worker with the fewest batches and steps queued or running."""
-        return min(self.workers, key=lambda worker: worker.pending)
 
     def start_workers(self) -> None:
         for worker in self.workers:
@@ -93,8 +99,7 @@ class Runtime:
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.service.close()
-        if self.imagesets is not None:
-            self.imagesets.close()
+        self.imagesets.close()
         self.cache.close()
 
 
@@ -159,17 +164,35 @@ def build_runtime(settings: Settings) -> Runtime:
         on_depth=metrics.queue_depth.set,
     )
     threads = ThreadPolicy()  # the intra-op team, read once, shared by decode and workers
-    service = ExplainService(settings, models, batcher, cache, metrics, threads)
-    health_servicer = HealthServicer()
-    runtime = Runtime(settings, metrics, models, cache, batcher, service, health_servicer)
-    for device in devices:
-        replicas = {name: loaded.replicas[str(device)] for name, loaded in models.items()}
-        runtime.workers.append(
-            DeviceWorker(
-                device, replicas, batcher, metrics, cache, autocast=autocast, threads=threads
-            )
+    workers = [
+        DeviceWorker(
+            device,
+            {name: loaded.replicas[str(device)] for name, loaded in models.items()},
+            batcher,
+            metrics,
+            cache,
+            autocast=autocast,
+            threads=threads,
         )
-    return runtime
+        for device in devices
+    ]
+
+    def least_busy_worker() -> DeviceWorker:
+        """The device worker with the fewest batches and steps queued or running."""
+        return min(workers, key=lambda worker: worker.pending)
+
+    return Runtime(
+        settings=settings,
+        metrics=metrics,
+        models=models,
+        cache=cache,
+        batcher=batcher,
+        workers=workers,
+        service=ExplainService(settings, models, batcher, cache, metrics, threads),
+        imagesets=ImageSetService(settings, models, least_busy_worker, metrics),
+        jobs=JobService(settings, models, least_busy_worker, metrics),
+        health=HealthServicer(),
+    )
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -218,23 +241,19 @@ async def build_server(
     server = aio.server(
         interceptors=interceptors, options=channel_options(settings, reuse_port=reuse_port)
     )
+    # Each service: a servicer (protobuf <-> domain) over its protobuf-free service.
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(
         ExplainServicer(runtime.service, runtime.metrics), server
-    )
-    jobs_service = add_visualize_service(
-        server, settings, runtime.models, runtime.least_busy_worker, runtime.metrics
-    )
-    runtime.imagesets = ImageSetService(
-        settings, runtime.models, runtime.least_busy_worker, runtime.metrics
     )
     imagesets_pb2_grpc.add_ImageSetServiceServicer_to_server(
         ImageSetServicer(runtime.imagesets), server
     )
+    jobs_pb2_grpc.add_VisualizeServiceServicer_to_server(VisualizeServicer(runtime.jobs), server)
     health_pb2_grpc.add_HealthServicer_to_server(runtime.health, server)
     await runtime.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await runtime.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, IMAGESETS_NAME, jobs_service, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        (SERVICE_NAME, IMAGESETS_NAME, JOBS_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
         server,
     )
     address = f"{settings.host}:{settings.port}"

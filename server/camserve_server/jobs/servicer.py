@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from grpc import aio
@@ -11,16 +11,10 @@ from camserve import tensors
 from camserve.v1 import jobs_pb2 as jpb
 from camserve.v1 import jobs_pb2_grpc
 
-from ..config import Settings
-from ..models.loading import LoadedModel
 from ..rpc.messages import class_scores, image_source, option_value, option_values
-from ..runtime.metrics import Metrics
-from ..runtime.workers import DeviceWorker
 from .base import JobMethod
 from .events import JobPicture, JobQuery, ProgressEvent, ResultEvent
-from .manager import JobManager
-
-SERVICE_NAME: str = jpb.DESCRIPTOR.services_by_name["VisualizeService"].full_name
+from .service import JobService
 
 
 def to_query(request: jpb.VisualizeRequest) -> JobQuery:
@@ -106,15 +100,15 @@ def method_info(method: JobMethod) -> jpb.JobMethodInfo:
 
 
 class VisualizeServicer(jobs_pb2_grpc.VisualizeServiceServicer):  # type: ignore[misc,unused-ignore]
-    """The RPC surface of ``JobManager``."""
+    """The RPC surface of ``JobService``: protobuf to domain objects and back, nothing else."""
 
-    def __init__(self, manager: JobManager) -> None:
-        self.manager = manager
+    def __init__(self, service: JobService) -> None:
+        self.service = service
 
     async def Visualize(  # noqa: N802 (the RPC's name)
         self, request: jpb.VisualizeRequest, context: aio.ServicerContext
     ) -> AsyncIterator[jpb.VisualizeEvent]:
-        async with aclosing(self.manager.run(to_query(request))) as events:
+        async with aclosing(self.service.run(to_query(request))) as events:
             async for event in events:
                 yield to_event(event)
 
@@ -122,20 +116,7 @@ class VisualizeServicer(jobs_pb2_grpc.VisualizeServiceServicer):  # type: ignore
         self, request: jpb.ListJobMethodsRequest, context: aio.ServicerContext
     ) -> jpb.ListJobMethodsResponse:
         return jpb.ListJobMethodsResponse(
-            methods=[method_info(m) for m in self.manager.methods()],
-            max_steps=self.manager.max_steps,
-            max_jobs=self.manager.max_jobs,
+            methods=[method_info(m) for m in self.service.methods()],
+            max_steps=self.service.max_steps,
+            max_jobs=self.service.max_jobs,
         )
-
-
-def add_visualize_service(
-    server: aio.Server,
-    settings: Settings,
-    models: Mapping[str, LoadedModel],
-    pick_worker: Callable[[], DeviceWorker],
-    metrics: Metrics,
-) -> str:
-    """Attach ``VisualizeService`` to ``server``; returns its full name (for reflection)."""
-    manager = JobManager(settings, models, pick_worker, metrics)
-    jobs_pb2_grpc.add_VisualizeServiceServicer_to_server(VisualizeServicer(manager), server)
-    return SERVICE_NAME

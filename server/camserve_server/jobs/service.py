@@ -69,7 +69,7 @@ class _Stepped:
     seconds: float
 
 
-class JobManager:
+class JobService:
     """Validates, admits, runs and caches jobs; yields ``ProgressEvent`` then ``ResultEvent``."""
 
     def __init__(
