@@ -89,23 +89,18 @@ def captum_occlusion_seconds(
     from captum.attr import Occlusion
 
     occlusion = Occlusion(model)
-    device = device_of(model)
-    inputs = [x.to(device) for x in inputs]
-    _synchronize(device)
-    started = time.perf_counter()
-    for x in inputs:
-        with torch.no_grad():
-            target = int(model(x[None]).argmax())
+
+    def attribute(x: torch.Tensor, target: int) -> None:
         occlusion.attribute(
-            x[None],
+            x,
             sliding_window_shapes=(3, window, window),
             strides=(3, stride, stride),
             baselines=0.0,
             target=target,
             perturbations_per_eval=1,
         )
-    _synchronize(device)
-    return (time.perf_counter() - started) / len(inputs)
+
+    return _seconds_per_image(model, inputs, attribute)
 
 
 def captum_integrated_gradients_seconds(model: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
@@ -113,6 +108,16 @@ def captum_integrated_gradients_seconds(model: nn.Module, inputs: Sequence[torch
     from captum.attr import IntegratedGradients
 
     ig = IntegratedGradients(model)
+    return _seconds_per_image(model, inputs, lambda x, target: ig.attribute(x, target=target))
+
+
+def _seconds_per_image(
+    model: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    attribute: Callable[[torch.Tensor, int], object],
+) -> float:
+    """Seconds per image of ``attribute(x, target)``, one image ``(1, 3, H, W)`` at a time
+    on the model's device, for the class the model predicts (its forward counted too)."""
     device = device_of(model)
     inputs = [x.to(device) for x in inputs]
     _synchronize(device)
@@ -120,6 +125,6 @@ def captum_integrated_gradients_seconds(model: nn.Module, inputs: Sequence[torch
     for x in inputs:
         with torch.no_grad():
             target = int(model(x[None]).argmax())
-        ig.attribute(x[None], target=target)
+        attribute(x[None], target)
     _synchronize(device)
     return (time.perf_counter() - started) / len(inputs)

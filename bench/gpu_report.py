@@ -6,11 +6,10 @@ short: a missing figure shows as ``-``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from pathlib import Path
 from typing import Any
+
+from .report import print_report
 
 # name -> (what, the line to reach)
 TARGETS: dict[str, tuple[str, float]] = {
@@ -160,11 +159,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", type=Path)
-    args = parser.parse_args(argv)
-    print(markdown(json.loads(args.json.read_text())))
-    return 0
+    return print_report(markdown, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,22 +94,21 @@ def _onnxruntime_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+# The value column of a load run and of a service-overhead measurement, over their figures.
+LOAD = (
+    "{throughput_rps:.1f} req/s  p50 {p50_ms:.0f} ms  p95 {p95_ms:.0f} ms  p99 {p99_ms:.0f} ms  "
+    "({requests} requests in {elapsed_s:.1f} s, {errors} errors, "
+    "cache hits {server_cache_hit_rate:.0%})"
+)
+OVERHEAD = (
+    "{overhead_p50_ms:.2f} ms = transport {transport_p50_ms:.2f} + decode {decode_p50_ms:.2f} "
+    "+ queue {queue_p50_ms:.2f} + other {server_other_p50_ms:.2f} "
+    "(no-op RPC {noop_rtt_p50_ms:.2f} ms)"
+)
+
+
 def _load_row(label: str, g: dict[str, Any]) -> tuple[str, str]:
-    return (
-        f"{label} ({g['input']}, {g['mode']})",
-        f"{g['throughput_rps']:.1f} req/s  p50 {g['p50_ms']:.0f} ms  p95 {g['p95_ms']:.0f} ms  "
-        f"p99 {g['p99_ms']:.0f} ms  ({g['requests']} requests in {g['elapsed_s']:.1f} s, "
-        f"{g['errors']} errors, cache hits {g['server_cache_hit_rate']:.0%})",
-    )
-
-
-def _overhead_row(kind: str, o: dict[str, float]) -> tuple[str, str]:
-    return (
-        f"service overhead p50, concurrency 1 ({kind})",
-        f"{o['overhead_p50_ms']:.2f} ms = transport {o['transport_p50_ms']:.2f} + decode "
-        f"{o['decode_p50_ms']:.2f} + queue {o['queue_p50_ms']:.2f} + other "
-        f"{o['server_other_p50_ms']:.2f} (no-op RPC {o['noop_rtt_p50_ms']:.2f} ms)",
-    )
+    return f"{label} ({g['input']}, {g['mode']})", LOAD.format_map(g)
 
 
 def table(r: dict[str, Any]) -> str:
@@ -138,7 +138,10 @@ def table(r: dict[str, Any]) -> str:
                 f"{c[kind]['warm_p50_ms']:.2f} ms",
             )
         )
-    rows += [_overhead_row(kind, r["overhead"][kind]) for kind in ("jpeg", "tensor")]
+    rows += [
+        (f"service overhead p50, concurrency 1 ({kind})", OVERHEAD.format_map(r["overhead"][kind]))
+        for kind in ("jpeg", "tensor")
+    ]
     f = r["frontend"]
     callers = f"{f['clients']:.0f} client processes x {f['concurrency']:.0f} callers"
     rows += [
@@ -188,13 +191,20 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def print_report(
+    render: Callable[[dict[str, Any]], str], description: str, argv: list[str] | None
+) -> int:
+    """The command line of a report: ``render`` of the results file it is given, printed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("results", type=Path, help="a results file (JSON)")
+    args = parser.parse_args(argv)
+    print(render(json.loads(args.results.read_text())))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.report results.json``: the table of a run saved with ``--json``."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("results", type=Path)
-    args = parser.parse_args(argv)
-    print(table(json.loads(args.results.read_text())))
-    return 0
+    return print_report(table, str(main.__doc__), argv)
 
 
 if __name__ == "__main__":

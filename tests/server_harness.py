@@ -9,66 +9,64 @@ from typing import Any
 from camserve_server.config import Settings, load_config_file
 from camserve_server.inprocess import ServerThread
 
-__all__ = ["ServerThread", "settings_for", "write_demo_only_config", "write_test_config"]
+__all__ = [
+    "ServerThread",
+    "settings_for",
+    "write_demo_only_config",
+    "write_r18_config",
+    "write_test_config",
+]
 
-TEST_MODELS_TOML = """
-[[models]]
-name = "demo"
-arch = "camserve_server.demo.model:build_demo_model"
-weights = "{demo_weights}"
-input_size = [64, 64]
-mean = {demo_mean}
-std = {demo_std}
-labels = "{demo_labels}"
-
-[[models]]
-name = "r18"
-arch = "resnet18"
-num_classes = 10
-input_size = [64, 64]
-
-[[models]]
-name = "mnv3"
-arch = "mobilenet_v3_small"
-num_classes = 10
-input_size = [64, 64]
-"""
-
-
-def write_test_config(folder: Path) -> Path:
-    """A config serving the demo model and two small random-weight torchvision models."""
-    from camserve_server import demo
-
-    path = folder / "models.toml"
-    path.write_text(
-        TEST_MODELS_TOML.format(
-            demo_weights=demo.WEIGHTS_PATH.as_posix(),
-            demo_labels=demo.LABELS_PATH.as_posix(),
-            demo_mean=list(demo.MEAN),
-            demo_std=list(demo.STD),
-        )
-    )
-    return path
-
-
-DEMO_ONLY_TOML = """
+DEMO_TOML = """
 [[models]]
 name = "demo"
 arch = "camserve_server.demo.model:build_demo_model"
 weights = "{weights}"
 input_size = [64, 64]
-mean = [0.5, 0.5, 0.5]
-std = [0.25, 0.25, 0.25]
+mean = {mean}
+std = {std}
 """
+TORCHVISION_TOML = """
+[[models]]
+name = "{name}"
+arch = "{arch}"
+num_classes = 10
+input_size = [64, 64]
+"""
+R18_TOML = TORCHVISION_TOML.format(name="r18", arch="resnet18")
+MNV3_TOML = TORCHVISION_TOML.format(name="mnv3", arch="mobilenet_v3_small")
+
+
+def _demo_toml(*, labels: bool) -> str:
+    """The demo model's entry, with its class names when ``labels``."""
+    from camserve_server import demo
+
+    entry = DEMO_TOML.format(
+        weights=demo.WEIGHTS_PATH.as_posix(), mean=list(demo.MEAN), std=list(demo.STD)
+    )
+    if labels:
+        entry += f'labels = "{demo.LABELS_PATH.as_posix()}"\n'
+    return entry
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def write_test_config(folder: Path) -> Path:
+    """A config serving the demo model and two small random-weight torchvision models."""
+    return _write(folder / "models.toml", _demo_toml(labels=True) + R18_TOML + MNV3_TOML)
 
 
 def write_demo_only_config(folder: Path) -> Path:
     """A config serving the demo model alone (fast to start: one small model)."""
-    from camserve_server import demo
+    return _write(folder / "demo-only.toml", _demo_toml(labels=False))
 
-    path = folder / "demo-only.toml"
-    path.write_text(DEMO_ONLY_TOML.format(weights=demo.WEIGHTS_PATH.as_posix()))
-    return path
+
+def write_r18_config(folder: Path) -> Path:
+    """A config serving one small random-weight ResNet-18, ``r18``, alone."""
+    return _write(folder / "r18.toml", R18_TOML)
 
 
 def settings_for(config: Path | None = None, **overrides: Any) -> Settings:

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from bench_scripts import run_for_json
 
 
 @pytest.mark.slow
 def test_bench_quick_run_with_tensors_for_a_duration_reports_every_section() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--json", "--input", "tensor",
-         "--duration", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )  # fmt: skip
-    results = json.loads(done.stdout[done.stdout.index("{") :])
+    results = run_for_json(
+        ["-m", "bench.run", "--quick", "--json", "--input", "tensor", "--duration", "2"],
+        timeout_s=600,
+    )
     assert set(results["ratios"]) >= {
         "gradcam_vs_forward",
         "gradcam_vs_forward_channels_last",

@@ -7,21 +7,18 @@ when no Redis answers there.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import cast
 
 import pytest
 import redis
+from bench_scripts import ROOT, run_for_json
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.imageset_scale import LAYERS  # noqa: E402
-from bench.imageset_server import one_store, png_images  # noqa: E402
+from bench.imageset_scale import LAYERS
+from bench.imageset_server import one_store, png_images
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 REGISTRY = "camserve:sets:v1:sets"  # the server's default Redis prefix, then ":sets"
@@ -85,16 +82,11 @@ def test_redis_store_through_the_server_measures_and_deletes_its_set() -> None:
 
 @pytest.mark.slow
 def test_the_script_runs_the_server_path_alone() -> None:
-    done = subprocess.run(
-        [sys.executable, "bench/imageset_scale.py", "--count", "4", "--repeats", "2",
+    report = run_for_json(
+        ["bench/imageset_scale.py", "--count", "4", "--repeats", "2",
          "--through-server", "--skip-engine", "--no-redis"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
+        timeout_s=300,
     )  # fmt: skip
-    report = json.loads(done.stdout)
     assert set(report) == {"through_server"}
     assert report["through_server"]["count"] == 4
     assert set(report["through_server"]["memory"]) >= FIGURES

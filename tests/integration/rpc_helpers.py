@@ -1,8 +1,12 @@
-"""Small helpers for talking to a test server with the raw generated stubs."""
+"""Small helpers of the integration tests: requests for a test server through the raw
+generated stubs, test images, and waiting for what a server does in the background."""
 
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,6 +16,7 @@ from PIL import Image
 from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
+from camserve_server.demo.data import make_dataset
 
 
 def stub(address: str) -> explain_pb2_grpc.ExplainServiceStub:
@@ -30,6 +35,14 @@ def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
 def random_image(seed: int, size: tuple[int, int] = (48, 40)) -> bytes:
     rng = np.random.default_rng(seed)
     return png_bytes(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+
+
+def write_demo_pngs(folder: Path, count: int, seed: int, name: str = "{i:03d}.png") -> Path:
+    """``count`` demo images saved as PNG files in ``folder``; each file's ``name`` is
+    formatted with the image's index ``i`` and its true class ``label``."""
+    for i, sample in enumerate(make_dataset(count, seed=seed)):
+        Image.fromarray(sample.image).save(folder / name.format(i=i, label=sample.label))
+    return folder
 
 
 def tensor_input(seed: int, size: int = 64) -> pb.ImageInput:
@@ -77,3 +90,13 @@ def metric_value(registry: Any, name: str, labels: dict[str, str] | None = None)
     """The value of a sample from a prometheus registry (0.0 when absent)."""
     value = registry.get_sample_value(name, labels or {})
     return 0.0 if value is None else float(value)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Whether ``condition()`` holds within ``timeout_s``, asked every 20 ms."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 import torch
+from rpc_helpers import wait_for
 
 from camserve_server.runtime.cache import TieredCache, from_url
 from camserve_server.runtime.cache_format import CachedActivation, CacheKey, decode, image_key
@@ -60,21 +61,12 @@ def _value(fill: float = 1.0) -> CachedActivation:
     return CachedActivation(torch.full((8, 7, 7), fill), torch.linspace(-1, 1, 10))
 
 
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_put_becomes_visible_in_redis(redis_url: str, raw: redis.Redis) -> None:
     key = str(_key())
     with from_url(redis_url, ttl_s=600) as cache:
         cache.put(key, _value(2.0))
         assert cache.get(key).tier == "memory"  # stored synchronously
-        assert _wait_for(lambda: raw.exists(key) == 1), "background write never reached Redis"
+        assert wait_for(lambda: raw.exists(key) == 1), "background write never reached Redis"
         blob = raw.get(key)
         assert isinstance(blob, bytes)
         assert torch.equal(decode(blob, key=key).activation, _value(2.0).activation)
@@ -194,7 +186,7 @@ def test_redis_killed_mid_run(private_redis: RedisServer) -> None:
         cache.get(_key())
         return tier.breaker.state == "closed"
 
-    assert _wait_for(recovered, COOLDOWN_S + 10.0)
+    assert wait_for(recovered, COOLDOWN_S + 10.0)
     key = _key()
     cache.put(key, _value(4.0))
     assert cache.flush(5.0)
@@ -227,7 +219,7 @@ def test_paused_redis_times_out_fast(private_redis: RedisServer) -> None:
     finally:
         private_redis.resume()
 
-    assert _wait_for(lambda: cache.redis is not None and cache.redis.get(key) is not None)
+    assert wait_for(lambda: cache.redis is not None and cache.redis.get(key) is not None)
     stats = cache.stats().redis
     assert stats is not None
     assert stats.breaker == "closed"

@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from rpc_helpers import write_demo_pngs
 
 from camserve import AsyncExplainClient, ExplainClient
 from camserve.sets import IndexResult
-from camserve_server.demo.data import make_dataset
 from server_harness import ServerThread, settings_for
 
 COUNT = 240
@@ -34,10 +33,7 @@ def short_lived() -> Iterator[ServerThread]:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("resume-images")
-    for i, sample in enumerate(make_dataset(COUNT, seed=31)):
-        Image.fromarray(sample.image).save(out / f"{i:03d}.png")
-    return out
+    return write_demo_pngs(tmp_path_factory.mktemp("resume-images"), COUNT, seed=31)
 
 
 def _slowly(paths: list[Path]) -> Iterator[Path]:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from rpc_helpers import write_demo_pngs
 
 from camserve import AsyncExplainClient, ExplainClient, InvalidArgumentError, NotFoundError
 from camserve.cli import main
-from camserve_server.demo.data import make_dataset
 from server_harness import ServerThread
 
 COUNT = 24
@@ -22,10 +22,8 @@ COUNT = 24
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Demo images as PNG files, named by index and true class."""
-    out = tmp_path_factory.mktemp("set-images")
-    for i, sample in enumerate(make_dataset(COUNT, seed=21)):
-        Image.fromarray(sample.image).save(out / f"{i:02d}-{sample.label}.png")
-    return out
+    folder = tmp_path_factory.mktemp("set-images")
+    return write_demo_pngs(folder, COUNT, seed=21, name="{i:02d}-{label}.png")
 
 
 @pytest.fixture

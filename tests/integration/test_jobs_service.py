@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from rpc_helpers import metric_value, request, stub
+from rpc_helpers import metric_value, request, stub, wait_for
 
 from camserve import tensors
 from camserve.v1 import explain_pb2 as pb
@@ -45,15 +45,6 @@ def job(method: str, *, image: bytes | None = None, **fields: Any) -> jpb.Visual
 
 def class_job(target: int, steps: int, **fields: Any) -> jpb.VisualizeRequest:
     return job("activation_maximization", target=target, options={"steps": steps}, **fields)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def running(server: ServerThread) -> float:

@@ -448,26 +448,28 @@ def test_unavailable_is_retried_until_it_succeeds(
     assert fake_service.attempts == 3
 
 
-def test_retries_stop_at_max_attempts(
-    fake: tuple[FakeService, str], fake_service: FakeService
+@pytest.mark.parametrize(
+    ("code", "failures", "limit", "error", "attempts"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, None, {"max_attempts": 3}, UnavailableError, 3),
+        (grpc.StatusCode.UNAVAILABLE, 1, {"max_attempts": 1}, UnavailableError, 1),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 1, {}, OverloadedError, 1),
+    ],
+    ids=["retries-stop-at-max-attempts", "one-attempt-is-not-retried", "other-codes-not-retried"],
+)
+def test_retries_stop_at_max_attempts_and_other_codes_are_not_retried(
+    fake: tuple[FakeService, str],
+    fake_service: FakeService,
+    code: grpc.StatusCode,
+    failures: int | None,
+    limit: dict[str, int],
+    error: type[CamserveError],
+    attempts: int,
 ) -> None:
-    fake_service.configure(grpc.StatusCode.UNAVAILABLE, None)
-    with ExplainClient(fake[1], timeout=10, max_attempts=3) as c, pytest.raises(UnavailableError):
+    fake_service.configure(code, failures)
+    with ExplainClient(fake[1], timeout=10, **limit) as c, pytest.raises(error):
         c.models()
-    assert fake_service.attempts == 3
-    fake_service.configure(grpc.StatusCode.UNAVAILABLE, 1)
-    with ExplainClient(fake[1], timeout=10, max_attempts=1) as c, pytest.raises(UnavailableError):
-        c.models()
-    assert fake_service.attempts == 1
-
-
-def test_other_codes_are_not_retried(
-    fake: tuple[FakeService, str], fake_service: FakeService
-) -> None:
-    fake_service.configure(grpc.StatusCode.RESOURCE_EXHAUSTED, 1)
-    with ExplainClient(fake[1], timeout=10) as c, pytest.raises(OverloadedError):
-        c.models()
-    assert fake_service.attempts == 1
+    assert fake_service.attempts == attempts
 
 
 def test_async_client_retries_unavailable_too(

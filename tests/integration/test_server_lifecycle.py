@@ -13,23 +13,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rpc_helpers import metric_value, request, stub, tensor_input
 
-from server_harness import ServerThread, settings_for
+from server_harness import ServerThread, settings_for, write_r18_config
 
-ONE_MODEL = """
-[[models]]
-name = "r18"
-arch = "resnet18"
-num_classes = 10
-input_size = [64, 64]
-"""
 SLOW = {"steps": 400, "batch_size": 8}  # integrated gradients: long enough to be in flight
 
 
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[ServerThread]:
-    config = tmp_path / "models.toml"
-    config.write_text(ONE_MODEL)
-    thread = ServerThread(settings_for(config, heavy_batch_size=1))
+    thread = ServerThread(settings_for(write_r18_config(tmp_path), heavy_batch_size=1))
     thread.start()
     yield thread
     thread.stop()
@@ -77,9 +68,7 @@ def test_an_expired_deadline_is_not_computed(own_server: ServerThread) -> None:
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
-    config = tmp_path / "models.toml"
-    config.write_text(ONE_MODEL)
-    server = ServerThread(settings_for(config, heavy_batch_size=1))
+    server = ServerThread(settings_for(write_r18_config(tmp_path), heavy_batch_size=1))
     server.start()
     client = stub(server.address)
     options = {"steps": 100, "batch_size": 8}

@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rpc_helpers import metric_value, random_image, request, stub
 
-from redis_server import RedisServer, have_redis_server
-from server_harness import ServerThread, settings_for
+from redis_server import RedisServer
+from server_harness import ServerThread, settings_for, write_r18_config
 
 pytestmark = pytest.mark.redis
-
-ONE_MODEL = """
-[[models]]
-name = "r18"
-arch = "resnet18"
-num_classes = 10
-input_size = [64, 64]
-"""
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    if not have_redis_server():
-        pytest.skip("needs the redis-server binary on PATH (Redis tests must run in CI)")
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "models.toml"
-    path.write_text(ONE_MODEL)
-    return path
+    return write_r18_config(tmp_path)
 
 
 def _replica(config: Path, redis_url: str) -> ServerThread:
@@ -45,9 +26,9 @@ def _replica(config: Path, redis_url: str) -> ServerThread:
 
 
 def test_an_image_warm_on_one_replica_is_warm_on_another(
-    config: Path, redis_server: RedisServer
+    config: Path, private_redis: RedisServer
 ) -> None:
-    first, second = _replica(config, redis_server.url), _replica(config, redis_server.url)
+    first, second = _replica(config, private_redis.url), _replica(config, private_redis.url)
     try:
         image = random_image(11, (64, 64))
         assert not stub(first.address).Explain(request("r18", "gradcam", image)).cache_hit
@@ -63,12 +44,12 @@ def test_an_image_warm_on_one_replica_is_warm_on_another(
         second.stop()
 
 
-def test_redis_killed_mid_run_fails_no_request(config: Path, redis_server: RedisServer) -> None:
-    server = _replica(config, redis_server.url)
+def test_redis_killed_mid_run_fails_no_request(config: Path, private_redis: RedisServer) -> None:
+    server = _replica(config, private_redis.url)
     try:
         client = stub(server.address)
         assert client.Explain(request("r18", "gradcam", random_image(21, (64, 64)))).heatmaps
-        redis_server.stop()
+        private_redis.stop()
         started = time.monotonic()
         for seed in range(22, 30):
             reply = client.Explain(request("r18", "gradcam", random_image(seed, (64, 64))))

@@ -12,15 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rpc_helpers import request, tensor_input
 
 from camserve.v1 import explain_pb2_grpc
-from server_harness import ServerThread, settings_for
+from server_harness import ServerThread, settings_for, write_r18_config
 
-ONE_MODEL = """
-[[models]]
-name = "r18"
-arch = "resnet18"
-num_classes = 10
-input_size = [64, 64]
-"""
 TOKEN = "s3cret-token"
 
 
@@ -66,8 +59,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]
 def secure_server(
     tmp_path_factory: pytest.TempPathFactory, pki: dict[str, tuple[Path, Path]]
 ) -> Iterator[ServerThread]:
-    config = tmp_path_factory.mktemp("secure") / "models.toml"
-    config.write_text(ONE_MODEL)
+    config = write_r18_config(tmp_path_factory.mktemp("secure"))
     key, cert = pki["server"]
     settings = settings_for(
         config,

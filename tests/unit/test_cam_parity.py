@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from parity_rows import engine_rows
 from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
@@ -92,19 +93,6 @@ def max_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual.float() - expected.float()).abs().max())
 
 
-def engine_heatmaps(
-    zoo: ZooModel, method: str, x: torch.Tensor, targets: list[list[int]], layer: str
-) -> torch.Tensor:
-    """The engine's heatmaps for every (sample, target) row, in row order ``(M, H, W)``."""
-    result = explain(zoo.model, method, x, targets=targets, layer=layer)
-    rows = []
-    for sample, classes in zip(result.samples, targets, strict=True):
-        assert sample.targets.tolist() == classes
-        assert sample.heatmaps is not None
-        rows.append(sample.heatmaps)
-    return torch.cat(rows)
-
-
 @pytest.mark.parametrize("method", list(GRADIENT_CAMS))
 def test_gradient_cams_match_pytorch_grad_cam(
     zoo_model: ZooModel, method: str, record_property: RecordProperty
@@ -112,7 +100,7 @@ def test_gradient_cams_match_pytorch_grad_cam(
     # Two images with three targets each: the engine shares one forward among an
     # image's targets, pytorch-grad-cam sees one (image, target) pair per row.
     targets = zoo_model.top_classes(zoo_model.x, TARGETS_PER_IMAGE)
-    actual = engine_heatmaps(zoo_model, method, zoo_model.x, targets, zoo_model.layer)
+    actual = engine_rows(zoo_model, method, zoo_model.x, targets, "heatmaps", layer=zoo_model.layer)
     expected = reference_heatmaps(
         GRADIENT_CAMS[method],
         zoo_model.reference,

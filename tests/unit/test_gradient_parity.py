@@ -23,29 +23,13 @@ from captum.attr import (
     Occlusion,
     Saliency,
 )
+from parity_rows import engine_rows
 
 from camserve_server.methods import explain
 from zoo import ZooModel
 
 TOLERANCE = 1e-4
 RecordProperty = Callable[[str, object], None]
-
-
-def engine_attributions(
-    zoo: ZooModel,
-    method: str,
-    x: torch.Tensor,
-    targets: list[list[int]],
-    options: dict[str, object] | None = None,
-) -> torch.Tensor:
-    """The engine's raw attributions for every (sample, target) row, ``(M, 3, H, W)``."""
-    result = explain(zoo.model, method, x, targets=targets, options=options)
-    rows = []
-    for sample, classes in zip(result.samples, targets, strict=True):
-        assert sample.targets.tolist() == classes
-        assert sample.raw is not None
-        rows.append(sample.raw)
-    return torch.cat(rows)
 
 
 def row_inputs(x: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
@@ -88,7 +72,7 @@ def test_input_gradient_methods_match_captum(
     zoo_model: ZooModel, method: str, record_property: RecordProperty
 ) -> None:
     x, targets = zoo_model.x, two_then_one_targets(zoo_model)
-    actual = engine_attributions(zoo_model, method, x, targets)
+    actual = engine_rows(zoo_model, method, x, targets, "raw")
     captum_class, arguments = GRADIENT_METHODS[method]
     inputs, classes = row_inputs(x, targets)
     expected = captum_class(zoo_model.reference).attribute(inputs, target=classes, **arguments)
@@ -101,7 +85,7 @@ def test_integrated_gradients_match_captum_defaults(
     # Captum's defaults: 50 Gauss-Legendre steps from a zero baseline, as the engine's.
     x = zoo_model.x[:1]
     targets = zoo_model.top_classes(x, 1)
-    actual = engine_attributions(zoo_model, "integrated_gradients", x, targets)
+    actual = engine_rows(zoo_model, "integrated_gradients", x, targets, "raw")
     inputs, classes = row_inputs(x, targets)
     expected = IntegratedGradients(zoo_model.reference).attribute(inputs, target=classes)
     assert_matches(actual, expected.detach(), record_property)
@@ -146,7 +130,7 @@ def test_occlusion_matches_captum(
     x = zoo_model.x[:1]
     targets = zoo_model.top_classes(x, 1)
     options: dict[str, object] = {"window": list(window), "stride": list(stride), "fill": fill}
-    actual = engine_attributions(zoo_model, "occlusion", x, targets, options)
+    actual = engine_rows(zoo_model, "occlusion", x, targets, "raw", options=options)
     inputs, classes = row_inputs(x, targets)
     expected = Occlusion(zoo_model.reference).attribute(
         inputs,

@@ -1,18 +1,17 @@
 """Both set stores: idempotent indexing, limits with clear errors, and deletes that free storage.
 
-The Redis cases use the Redis at 127.0.0.1:6379 (``$REDIS_URL`` when set) under a unique
-key prefix that is removed afterwards; they are skipped when no Redis answers there.
+The Redis cases use the session's Redis (``$REDIS_URL``, else a private ``redis-server``:
+the ``redis_url`` fixture) under a unique key prefix that is removed afterwards; they are
+skipped when there is neither.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import redis
 
 from camserve_server.demo import INPUT_SIZE, load_demo_model, preprocess
 from camserve_server.demo.data import make_dataset
@@ -24,38 +23,13 @@ from camserve_server.imagesets.store import SetStore, open_set_store
 from camserve_server.imagesets.store_memory import MemorySetStore
 from camserve_server.imagesets.store_redis import RedisSetStore
 from camserve_server.models import ExplainableModel
+from server_fixtures import redis_url as redis_url  # the session's Redis, a fixture
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 LAYERS = ("features.block2", "features.block3")
 
 
-def _redis_reachable() -> bool:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
-def _drop_prefix(prefix: str) -> int:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        return len(keys)
-    finally:
-        client.close()
-
-
-def _keys_under(prefix: str) -> list[bytes]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        return list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    finally:
-        client.close()
+def _keys_under(store: RedisSetStore) -> list[bytes]:
+    return list(store.client.scan_iter(match=f"{store.prefix}:*", count=1000))
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -63,15 +37,15 @@ def store(request: pytest.FixtureRequest) -> Iterator[SetStore]:
     if request.param == "memory":
         yield MemorySetStore(max_bytes=64 << 20)
         return
-    if not _redis_reachable():
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    prefix = f"camserve-test:{uuid.uuid4().hex}"
-    backend = RedisSetStore.from_url(REDIS_URL, prefix=prefix)
+    url: str = request.getfixturevalue("redis_url")  # only the Redis cases need one
+    backend = RedisSetStore.from_url(url, prefix=f"camserve-test:{uuid.uuid4().hex}")
     try:
         yield backend
     finally:
+        keys = _keys_under(backend)
+        if keys:
+            backend.client.delete(*keys)
         backend.close()
-        _drop_prefix(prefix)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +213,7 @@ def test_delete_frees_storage(store: SetStore, model: ExplainableModel) -> None:
         assert store.nbytes == 0
     if isinstance(store, RedisSetStore):
         store.delete("other")
-        assert _keys_under(store.prefix) == []  # every key gone, the registry too
+        assert _keys_under(store) == []  # every key gone, the registry too
 
 
 def test_memory_store_is_bounded_across_sets() -> None:

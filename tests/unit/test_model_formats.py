@@ -24,6 +24,7 @@ from camserve_server.methods.layer_pass import forward_with_layer
 from camserve_server.models import ExplainableModel
 from camserve_server.models.loading import LoadedModel, load_model
 from camserve_server.models.onnx_model import OnnxClassifier
+from model_exports import ONNX_METHODS, export_onnx, export_program
 
 SIZE = (64, 64)
 CPU = [torch.device("cpu")]
@@ -45,22 +46,9 @@ def export_both(module: torch.nn.Module, folder: Path, stem: str) -> tuple[Path,
     """Write ``stem.pt2`` (dynamic batch) and ``stem.onnx`` (dynamic batch)."""
     module = module.eval()
     x = torch.randn(2, 3, *SIZE)
-    program = torch.export.export(
-        module, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}}
+    return export_program(module, x, folder / f"{stem}.pt2"), export_onnx(
+        module, x, folder / f"{stem}.onnx"
     )
-    torch.export.save(program, folder / f"{stem}.pt2")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (x,),
-            str(folder / f"{stem}.onnx"),
-            dynamo=False,
-            input_names=["x"],
-            output_names=["logits"],
-            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    return folder / f"{stem}.pt2", folder / f"{stem}.onnx"
 
 
 def build_formats(folder: Path, eager_spec: ModelSpec, module: torch.nn.Module) -> Formats:
@@ -144,17 +132,6 @@ def test_exported_model_serves_what_the_eager_model_serves(formats: Formats) -> 
     structure, eager = formats.exported.primary.structure, formats.eager.primary.structure
     assert structure.final_linear == eager.final_linear
     assert structure.conv_layers == eager.conv_layers
-
-
-ONNX_METHODS = (
-    "scorecam",
-    "ablationcam",
-    "eigencam",
-    "occlusion",
-    "feature_maps",
-    "channel_profile",
-    "embedding",
-)
 
 
 def test_onnx_model_serves_forward_only_methods(formats: Formats) -> None:

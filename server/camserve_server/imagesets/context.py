@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..config import Settings
@@ -21,37 +22,29 @@ from ..runtime.device_slot import Priority
 from ..runtime.metrics import Metrics
 from ..runtime.workers import DeviceWorker
 from .records import SetInfo, check_set_name
-from .store import SetStore, open_set_store
+from .store import SetStore
 
 T = TypeVar("T")
 
 
+@dataclass(eq=False)
 class ImageSetContext:
-    """The settings, served models, store, thread pool and device workers of the service.
+    """The settings, served models, store, thread pool and device workers of the service."""
 
-    ``store`` defaults to the one ``settings`` name: Redis at ``redis_url``, else in memory.
-    """
+    settings: Settings
+    models: dict[str, LoadedModel]
+    pick_worker: Callable[[], DeviceWorker]
+    metrics: Metrics
+    store: SetStore
+    _pool: ThreadPoolExecutor = field(init=False, repr=False)
 
-    def __init__(
-        self,
-        settings: Settings,
-        models: dict[str, LoadedModel],
-        pick_worker: Callable[[], DeviceWorker],
-        metrics: Metrics,
-        store: SetStore | None = None,
-    ) -> None:
-        self.settings = settings
-        self.models = models
-        self.pick_worker = pick_worker
-        self.metrics = metrics
-        self.store: SetStore = store or open_set_store(
-            settings.redis_url, max_bytes=settings.max_set_bytes
-        )
+    def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(
-            max_workers=max(1, settings.decode_threads), thread_name_prefix="imagesets"
+            max_workers=max(1, self.settings.decode_threads), thread_name_prefix="imagesets"
         )
 
     def close(self) -> None:
+        """Stop the thread pool and release the store."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 

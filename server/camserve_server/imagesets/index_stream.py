@@ -9,7 +9,7 @@ as one progress report, and a last report carries the set's description.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from ..errors import InvalidArgument
 from .batch_indexing import StreamCounts, index_images
@@ -28,7 +28,7 @@ def batch_size(context: ImageSetContext) -> int:
 
 async def index_stream(
     context: ImageSetContext, chunks: AsyncIterator[IndexChunk]
-) -> AsyncIterator[IndexProgress]:
+) -> AsyncGenerator[IndexProgress, None]:
     """Index a stream of images into the set its first message names.
 
     Each image's fate is reported; a failure of the store (Redis gone) ends the call

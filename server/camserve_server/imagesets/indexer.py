@@ -40,18 +40,11 @@ class IndexedImage(NamedTuple):
     def to_record(
         self, member_id: str, image_hash: str, image: bytes, pixels: np.ndarray
     ) -> MemberRecord:
-        """The member record of this image: what was found, with its kept PNG ``image``
-        and its ``pixels`` thumbnail."""
+        """The member record of this image: what was found (each field carries over by
+        name), with its kept PNG ``image`` and its ``pixels`` thumbnail."""
+        found = self._asdict()
         return MemberRecord(
-            id=member_id,
-            image_hash=image_hash,
-            embedding=self.embedding,
-            maxima=self.maxima,
-            positions=self.positions,
-            predicted=self.predicted,
-            probability=self.probability,
-            image=image,
-            pixels=pixels,
+            id=member_id, image_hash=image_hash, image=image, pixels=pixels, **found
         )
 
 

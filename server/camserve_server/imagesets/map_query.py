@@ -18,20 +18,18 @@ from ..models.loading import LoadedModel
 from . import prepare
 from .context import ImageSetContext
 from .projection import embedding_map
-from .query_arguments import class_label, thumbnail_side
+from .query_arguments import ShownMember, class_label, one_of, thumbnail_side
 from .records import SetInfo
 
 Projection = Literal["pca", "tsne"]
 PROJECTIONS: tuple[Projection, ...] = ("pca", "tsne")
 
 
-@dataclass(frozen=True)
-class MapPointItem:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class MapPointItem(ShownMember):
+    """A member and where the projection puts it."""
+
     xy: tuple[float, float]
-    predicted: int
-    label: str
-    thumbnail: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -44,16 +42,14 @@ class MapAnswer:
 async def embedding_map_query(
     context: ImageSetContext,
     name: str,
-    *,
-    method: str = "pca",
-    seed: int = 0,
-    max_points: int = 0,
-    thumbnail_size: int = 0,
+    method: str,
+    seed: int,
+    max_points: int,
+    thumbnail_size: int,
 ) -> MapAnswer:
     """The set's embeddings projected to 2-D, each point with its predicted class."""
     started = time.perf_counter()
-    if method not in PROJECTIONS:
-        raise InvalidArgument(f"method must be one of {', '.join(PROJECTIONS)}, got {method!r}")
+    projection = one_of("method", method, PROJECTIONS)
     if max_points < 0:
         raise InvalidArgument(f"max_points must be >= 0 (0 = every member), got {max_points}")
     side = thumbnail_side(thumbnail_size)
@@ -61,8 +57,10 @@ async def embedding_map_query(
     seed %= 1 << 32
     info = await context.describe(name)
     loaded = context.set_model(info)
-    answer = await context.off_loop(_project, context, info, loaded, method, seed, max_points, side)
-    context.observe_latency(f"map_{method}", started)
+    answer = await context.off_loop(
+        _project, context, info, loaded, projection, seed, max_points, side
+    )
+    context.observe_latency(f"map_{projection}", started)
     return answer
 
 

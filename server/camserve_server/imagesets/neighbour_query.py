@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
@@ -21,23 +20,19 @@ from ..runtime.device_slot import Priority
 from . import prepare
 from .context import ImageSetContext
 from .indexer import index_batch
-from .queries import Neighbour, nearest
-from .query_arguments import class_label, in_range, thumbnail_side
+from .queries import SPACES, Neighbour, Space, nearest
+from .query_arguments import ShownMember, class_label, in_range, one_of, thumbnail_side
 from .records import SetInfo
 
-Space = Literal["features", "pixels"]
-SPACES: tuple[Space, ...] = ("features", "pixels")
 MAX_NEIGHBOURS = 1000
 DEFAULT_NEIGHBOURS = 10
 
 
-@dataclass(frozen=True)
-class NeighbourItem:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class NeighbourItem(ShownMember):
+    """A member near the query, and its distance to it."""
+
     distance: float
-    predicted: int
-    label: str
-    thumbnail: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -51,17 +46,15 @@ class NeighboursAnswer:
 async def neighbours_query(
     context: ImageSetContext,
     name: str,
-    *,
-    image: bytes | None = None,
-    member_id: str | None = None,
-    k: int = 0,
-    space: str = "features",
-    thumbnail_size: int = 0,
+    image: bytes | None,
+    member_id: str | None,
+    k: int,
+    space: str,
+    thumbnail_size: int,
 ) -> NeighboursAnswer:
     """The ``k`` members nearest a query image or member, in feature or pixel space."""
     started = time.perf_counter()
-    if space not in SPACES:
-        raise InvalidArgument(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    searched = one_of("space", space, SPACES)
     if (image is None) == (member_id is None):
         raise InvalidArgument("give exactly one query: an image or the id of a member")
     k = in_range("k", k, DEFAULT_NEIGHBOURS, MAX_NEIGHBOURS)
@@ -75,12 +68,12 @@ async def neighbours_query(
     else:
         assert image is not None
         vector, pixels, predicted = await _embed_query(context, info, loaded, image)
-        query = vector if space == "features" else pixels
-    found = await context.off_loop(nearest, context.store, info.name, query, k, space)
+        query = vector if searched == "features" else pixels
+    found = await context.off_loop(nearest, context.store, info.name, query, k, searched)
     items = await context.off_loop(_neighbour_items, context, info, loaded, found, side)
-    context.observe_latency(f"neighbours_{space}", started)
+    context.observe_latency(f"neighbours_{searched}", started)
     return NeighboursAnswer(
-        space="pixels" if space == "pixels" else "features",
+        space=searched,
         neighbours=items,
         query_predicted=predicted,
         query_label=class_label(loaded, predicted),

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidArgument
+from .query_arguments import one_of
 from .receptive_field import ReceptiveField, cached_receptive_field
 from .store import SetStore, member_not_found
 
@@ -112,8 +113,7 @@ def nearest(
     ``(D,)`` for ``space="features"``, or a uint8 thumbnail ``(h, w, 3)`` for ``"pixels"``.
     """
     check_k(k)
-    if space not in SPACES:
-        raise InvalidArgument(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    one_of("space", space, SPACES)
     exclude: str | None = None
     if isinstance(query, str):
         exclude = query

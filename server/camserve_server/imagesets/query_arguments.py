@@ -1,10 +1,26 @@
-"""What the set queries share: argument ranges and the class label of a prediction."""
+"""What the set queries share: argument ranges, the class label of a prediction, and the
+fields every member an answer shows carries."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import InvalidArgument
 from ..models.loading import LoadedModel
 from . import prepare
+
+Choice = TypeVar("Choice", bound=str)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShownMember:
+    """A member as an answer shows it: its id, predicted class and label, and a thumbnail."""
+
+    id: str
+    predicted: int
+    label: str
+    thumbnail: bytes = b""  # PNG; empty when none was asked for
 
 
 def in_range(name: str, value: int, default: int, high: int) -> int:
@@ -14,6 +30,14 @@ def in_range(name: str, value: int, default: int, high: int) -> int:
     if not 1 <= value <= high:
         raise InvalidArgument(f"{name} must be in [1, {high}] (0 = {default}), got {value}")
     return value
+
+
+def one_of(name: str, value: str, choices: tuple[Choice, ...]) -> Choice:
+    """``value`` as the one of ``choices`` it equals; ``InvalidArgument`` naming them if none."""
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise InvalidArgument(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def thumbnail_side(value: int) -> int:
@@ -31,4 +55,4 @@ def class_label(loaded: LoadedModel | None, predicted: int) -> str:
     return labels[predicted] if labels and 0 <= predicted < len(labels) else ""
 
 
-__all__ = ["class_label", "in_range", "thumbnail_side"]
+__all__ = ["ShownMember", "class_label", "in_range", "one_of", "thumbnail_side"]

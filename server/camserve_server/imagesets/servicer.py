@@ -15,6 +15,7 @@ from ..errors import InvalidArgument
 from .index_messages import IncomingImage, IndexChunk, IndexProgress, Outcome
 from .map_query import MapAnswer
 from .neighbour_query import NeighboursAnswer
+from .query_arguments import ShownMember
 from .records import SetInfo
 from .service import ImageSetService
 from .top_query import TopActivatingAnswer
@@ -85,7 +86,18 @@ def progress_reply(progress: IndexProgress) -> pb.IndexImagesResponse:
     return reply
 
 
+def _shown(member: ShownMember) -> dict[str, Any]:
+    """The fields every shown member carries, as keywords of its protobuf message."""
+    return {
+        "id": member.id,
+        "predicted": member.predicted,
+        "label": member.label,
+        "thumbnail": member.thumbnail,
+    }
+
+
 def top_reply(answer: TopActivatingAnswer) -> pb.TopActivatingResponse:
+    """A ``TopActivatingAnswer`` as a ``TopActivatingResponse``."""
     return pb.TopActivatingResponse(
         layer=answer.layer,
         channel=answer.channel,
@@ -108,38 +120,21 @@ def top_reply(answer: TopActivatingAnswer) -> pb.TopActivatingResponse:
 
 
 def neighbours_reply(answer: NeighboursAnswer) -> pb.NearestNeighboursResponse:
+    """A ``NeighboursAnswer`` as a ``NearestNeighboursResponse``."""
     return pb.NearestNeighboursResponse(
         space=_SPACE_OF[answer.space],
         query_predicted=answer.query_predicted,
         query_label=answer.query_label,
-        neighbours=[
-            pb.Neighbour(
-                id=n.id,
-                distance=n.distance,
-                predicted=n.predicted,
-                label=n.label,
-                thumbnail=n.thumbnail,
-            )
-            for n in answer.neighbours
-        ],
+        neighbours=[pb.Neighbour(distance=n.distance, **_shown(n)) for n in answer.neighbours],
     )
 
 
 def map_reply(answer: MapAnswer) -> pb.EmbeddingMapResponse:
+    """A ``MapAnswer`` as a ``EmbeddingMapResponse``."""
     return pb.EmbeddingMapResponse(
         method=_PROJECTION_OF[answer.method],
         projected=answer.projected,
-        points=[
-            pb.MapPoint(
-                id=p.id,
-                x=p.xy[0],
-                y=p.xy[1],
-                predicted=p.predicted,
-                label=p.label,
-                thumbnail=p.thumbnail,
-            )
-            for p in answer.points
-        ],
+        points=[pb.MapPoint(x=p.xy[0], y=p.xy[1], **_shown(p)) for p in answer.points],
     )
 
 

@@ -1,4 +1,4 @@
-"""Creating, listing and deleting image sets, with the checks a new set's description needs."""
+"""The set an indexing stream names, created when new, with the checks its description needs."""
 
 from __future__ import annotations
 
@@ -85,15 +85,4 @@ def _get_or_none(context: ImageSetContext, name: str) -> SetInfo | None:
         return None
 
 
-async def list_sets(context: ImageSetContext) -> list[SetInfo]:
-    return await context.off_loop(context.store.list)
-
-
-async def delete_set(context: ImageSetContext, name: str) -> tuple[SetInfo, int]:
-    """Delete the set; its description before deletion and the bytes freed."""
-    info = await context.describe(name)
-    freed = await context.off_loop(context.store.delete, info.name)
-    return info, freed
-
-
-__all__ = ["delete_set", "list_sets", "open_set"]
+__all__ = ["open_set"]

@@ -4,13 +4,14 @@ Two backends keep to the protocol: ``MemorySetStore`` (in process, bounded in by
 and ``RedisSetStore`` (shared by replicas; a failure is ``Unavailable``, never a
 half-written record). Queries read members through ``matrix``, ``channel_column`` and
 ``predictions``, which give whole-set arrays so a search is one matrix product, and
-read the kept pictures of only the members they answer with, all at once (``images``).
+read the kept pictures of only the members they answer with, all at once (``images``);
+both backends stack those arrays once per version of a set (``query_arrays``).
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -164,51 +165,6 @@ def check_layer(info: SetInfo, layer: str) -> str:
             f"indexed layers: {choices(info.layers)}"
         )
     return layer
-
-
-def stack_embeddings(records: Iterable[MemberRecord]) -> tuple[list[str], np.ndarray]:
-    """Ids and the ``(N, D)`` float32 matrix of the records' embeddings."""
-    ids: list[str] = []
-    rows: list[np.ndarray] = []
-    for record in records:
-        ids.append(record.id)
-        rows.append(record.embedding)
-    if not rows:
-        return ids, np.zeros((0, 0), dtype=np.float32)
-    return ids, np.stack(rows).astype(np.float32, copy=False)
-
-
-def stack_channels(
-    records: Iterable[MemberRecord], layer: str
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Ids, ``(N, C)`` maxima and ``(N, C, 2)`` positions of ``layer`` over the records."""
-    ids: list[str] = []
-    maxima: list[np.ndarray] = []
-    positions: list[np.ndarray] = []
-    for record in records:
-        ids.append(record.id)
-        maxima.append(record.maxima[layer])
-        positions.append(record.positions[layer])
-    if not ids:
-        return ids, np.zeros((0, 0), np.float32), np.zeros((0, 0, 2), np.int32)
-    return ids, np.stack(maxima).astype(np.float32), np.stack(positions).astype(np.int32)
-
-
-def stack_predictions(records: Iterable[MemberRecord]) -> Predictions:
-    """The records' predicted classes and probabilities, in the records' order."""
-    ids: list[str] = []
-    predicted: list[int] = []
-    probability: list[float] = []
-    for record in records:
-        ids.append(record.id)
-        predicted.append(record.predicted)
-        probability.append(record.probability)
-    return Predictions(
-        ids=ids,
-        predicted=np.asarray(predicted, dtype=np.int64),
-        probability=np.asarray(probability, dtype=np.float32),
-        row={member_id: i for i, member_id in enumerate(ids)},
-    )
 
 
 def open_set_store(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .query_arrays import QueryArrays
 from .records import MemberRecord, SetFull, SetInfo, check_set_name, encode_record
 from .store import (
     DEFAULT_MAX_BYTES,
@@ -26,9 +27,6 @@ from .store import (
     member_not_found,
     record_cost,
     set_not_found,
-    stack_channels,
-    stack_embeddings,
-    stack_predictions,
 )
 
 
@@ -37,14 +35,16 @@ class _Set:
     info: SetInfo
     members: dict[str, tuple[MemberRecord, int]] = field(default_factory=dict)  # id -> (r, cost)
     by_hash: dict[str, str] = field(default_factory=dict)  # image hash -> id
-    matrix: tuple[list[str], np.ndarray] | None = None
-    columns: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = field(default_factory=dict)
-    predictions: Predictions | None = None
+    stacked: QueryArrays | None = None  # None until a query reads the set as it is now
 
     def changed(self) -> None:
-        self.matrix = None
-        self.predictions = None
-        self.columns.clear()
+        self.stacked = None
+
+    def arrays(self) -> QueryArrays:
+        """The query arrays of the set as it is now."""
+        if self.stacked is None:
+            self.stacked = QueryArrays([record for record, _ in self.members.values()])
+        return self.stacked
 
 
 class MemorySetStore:
@@ -122,10 +122,7 @@ class MemorySetStore:
 
     def matrix(self, name: str) -> tuple[builtins.list[str], np.ndarray]:
         with self._lock:
-            entry = self._set(name)
-            if entry.matrix is None:
-                entry.matrix = stack_embeddings(r for r, _ in entry.members.values())
-            return entry.matrix
+            return self._set(name).arrays().matrix()
 
     def channel_column(
         self, name: str, layer: str
@@ -133,16 +130,11 @@ class MemorySetStore:
         with self._lock:
             entry = self._set(name)
             check_layer(entry.info, layer)
-            if layer not in entry.columns:
-                entry.columns[layer] = stack_channels((r for r, _ in entry.members.values()), layer)
-            return entry.columns[layer]
+            return entry.arrays().channel_column(layer)
 
     def predictions(self, name: str) -> Predictions:
         with self._lock:
-            entry = self._set(name)
-            if entry.predictions is None:
-                entry.predictions = stack_predictions(r for r, _ in entry.members.values())
-            return entry.predictions
+            return self._set(name).arrays().predictions()
 
     def images(self, name: str, ids: Sequence[str]) -> builtins.list[bytes]:
         with self._lock:

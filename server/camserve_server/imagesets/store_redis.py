@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import TypeVar, cast
 
@@ -39,6 +39,7 @@ import redis
 
 from ..errors import Unavailable
 from ..runtime.cache_redis import redis_client
+from .query_arrays import QueryArrays
 from .records import (
     MemberRecord,
     RecordFormatError,
@@ -55,9 +56,6 @@ from .store import (
     member_not_found,
     record_cost,
     set_not_found,
-    stack_channels,
-    stack_embeddings,
-    stack_predictions,
 )
 
 log = logging.getLogger(__name__)
@@ -104,17 +102,6 @@ return redis.call('HGET', KEYS[1], 'desc')
 """
 
 
-@dataclass
-class _Snapshot:
-    """The query arrays of one version of a set, read once from Redis."""
-
-    version: int
-    records: list[MemberRecord]
-    matrix: tuple[list[str], np.ndarray] | None = None
-    columns: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = field(default_factory=dict)
-    predictions: Predictions | None = None
-
-
 class RedisSetStore:
     """Image sets in Redis under ``prefix``; every method raises ``Unavailable`` if Redis fails."""
 
@@ -124,7 +111,7 @@ class RedisSetStore:
         self._add = client.register_script(_ADD_SCRIPT)
         self._create = client.register_script(_CREATE_SCRIPT)
         self._lock = threading.Lock()
-        self._snapshots: dict[str, _Snapshot] = {}
+        self._snapshots: dict[str, tuple[int, QueryArrays]] = {}  # name -> (version, arrays)
         kwargs = client.connection_pool.connection_kwargs
         self._where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
 
@@ -260,28 +247,22 @@ class RedisSetStore:
                     yield _merge(decode_record(core), decode_record(media))
 
     def matrix(self, name: str) -> tuple[builtins.list[str], np.ndarray]:
-        snapshot = self._snapshot(name)
+        arrays = self._arrays(name)
         with self._lock:
-            if snapshot.matrix is None:
-                snapshot.matrix = stack_embeddings(snapshot.records)
-            return snapshot.matrix
+            return arrays.matrix()
 
     def channel_column(
         self, name: str, layer: str
     ) -> tuple[builtins.list[str], np.ndarray, np.ndarray]:
         check_layer(self.get(name), layer)
-        snapshot = self._snapshot(name)
+        arrays = self._arrays(name)
         with self._lock:
-            if layer not in snapshot.columns:
-                snapshot.columns[layer] = stack_channels(snapshot.records, layer)
-            return snapshot.columns[layer]
+            return arrays.channel_column(layer)
 
     def predictions(self, name: str) -> Predictions:
-        snapshot = self._snapshot(name)
+        arrays = self._arrays(name)
         with self._lock:
-            if snapshot.predictions is None:
-                snapshot.predictions = stack_predictions(snapshot.records)
-            return snapshot.predictions
+            return arrays.predictions()
 
     def images(self, name: str, ids: Sequence[str]) -> builtins.list[bytes]:
         check_set_name(name)
@@ -345,16 +326,16 @@ class RedisSetStore:
         )
         return sorted(n.decode() for n in raw)
 
-    def _snapshot(self, name: str) -> _Snapshot:
+    def _arrays(self, name: str) -> QueryArrays:
         """The set's query arrays, read again only when its version moved."""
         version = self._call("read", lambda: self.client.hget(self._key(name, "info"), "version"))
         if version is None:
             raise set_not_found(name)
         current = int(cast("bytes", version))
         with self._lock:
-            snapshot = self._snapshots.get(name)
-            if snapshot is not None and snapshot.version == current:
-                return snapshot
+            held = self._snapshots.get(name)
+            if held is not None and held[0] == current:
+                return held[1]
         ids = self._ids(name)
         records: builtins.list[MemberRecord] = []
         for start in range(0, len(ids), _CHUNK):
@@ -364,10 +345,10 @@ class RedisSetStore:
             for core in cast("list[bytes | None]", self._call("read", pipe.execute)):
                 if core is not None:
                     records.append(decode_record(core))
-        snapshot = _Snapshot(current, records)
+        arrays = QueryArrays(records)
         with self._lock:
-            self._snapshots[name] = snapshot
-        return snapshot
+            self._snapshots[name] = (current, arrays)
+        return arrays
 
     def _call(self, what: str, call: Callable[[], _T]) -> _T:
         """Run Redis commands; a failure becomes ``Unavailable``.
