@@ -38,6 +38,7 @@ lint: venv ## ruff lint + format check, mypy, and the generated stubs match the 
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) scripts/gen_protos.py --check
+	$(PY) scripts/gen_option_docs.py --check
 
 format: venv ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .

@@ -28,8 +28,9 @@ HEADER = """# Options
 
 Every option of every explanation method (`Explain`'s `options`) and
 optimisation job (`Visualize`'s `options`; the CLI's `--option name=value`),
-with its valid values and default; a method or job not listed takes none. Generated from the server's declarations by
-`python scripts/gen_option_docs.py`; `make lint` checks that it is current.
+with its valid values and default; a method or job not listed takes none.
+Generated from the server's declarations by `python scripts/gen_option_docs.py`;
+`make lint` checks that it is current.
 `ListMethods` and `ListJobMethods` return the same at run time.
 """
 
@@ -48,7 +49,12 @@ def _section(title: str, owners: Iterable[tuple[str, tuple[Option, ...]]]) -> li
     for owner, options in owners:
         if not options:
             continue
-        lines += [f"### `{owner}`", "", "| option | valid values | default | what it does |", "|---|---|---|---|"]
+        lines += [
+            f"### `{owner}`",
+            "",
+            "| option | valid values | default | what it does |",
+            "|---|---|---|---|",
+        ]
         for option in options:
             allowed = option.allowed or "any text"
             lines.append(f"| `{option.name}` | {allowed} | {_default(option)} | {option.help} |")

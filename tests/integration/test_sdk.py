@@ -462,7 +462,7 @@ def test_retries_stop_at_max_attempts_and_other_codes_are_not_retried(
     fake_service: FakeService,
     code: grpc.StatusCode,
     failures: int | None,
-    limit: dict[str, int],
+    limit: dict[str, Any],
     error: type[CamserveError],
     attempts: int,
 ) -> None:

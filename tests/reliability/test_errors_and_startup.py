@@ -31,18 +31,11 @@ from rpc_helpers import random_image
 from camserve.v1 import imagesets_pb2 as pb
 from camserve.v1 import imagesets_pb2_grpc
 from redis_server import free_port
-from server_harness import ServerThread, settings_for, write_demo_only_config
+from server_harness import TORCHVISION_TOML, ServerThread, settings_for, write_demo_only_config
 
 STORE_LOGGER = "camserve_server.imagesets.store_redis"
 PREFIX = "camserve:sets:v1"  # the server's default key prefix for image sets
 START_TIMEOUT_S = 240
-ONE_MODEL = """
-[[models]]
-name = "{name}"
-arch = "{arch}"
-num_classes = 10
-input_size = [64, 64]
-"""
 
 
 def _set_stub(address: str) -> imagesets_pb2_grpc.ImageSetServiceStub:
@@ -208,7 +201,7 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_2(taken_port: int) -> None:
 
 def test_an_unknown_architecture_is_one_line_naming_the_model(tmp_path: Path) -> None:
     config = tmp_path / "models.toml"
-    config.write_text(ONE_MODEL.format(name="mystery", arch="resnet1800"))
+    config.write_text(TORCHVISION_TOML.format(name="mystery", arch="resnet1800"))
     run = _start("--config", str(config), "--port", "0", "--metrics-port", "-1")
     _assert_refused_in_one_line(run, "'mystery'", "'resnet1800'")
 
@@ -228,7 +221,7 @@ def _bad_weights(folder: Path, kind: str) -> Path:
 
 def _config_with_weights(folder: Path, weights: Path) -> Path:
     config = folder / "models.toml"
-    text = ONE_MODEL.format(name="broken", arch="resnet18")
+    text = TORCHVISION_TOML.format(name="broken", arch="resnet18")
     config.write_text(text + f'weights = "{weights.as_posix()}"\n')
     return config
 
