@@ -279,7 +279,8 @@ def models(args: argparse.Namespace, client: ExplainClient) -> int:
         labels = "labels" if m.labels else "no labels"
         print(
             f"{m.name}  {h}x{w}  {m.num_classes} classes ({labels})  "
-            f"default layer: {m.default_layer}  format: {m.format}  methods: {', '.join(m.methods)}"
+            f"default layer: {m.default_layer}  format: {m.format}  "
+            f"weights: {m.weights_source or 'not reported'}  methods: {', '.join(m.methods)}"
         )
     return 0
 

@@ -219,6 +219,7 @@ class ModelInfo:
     methods: list[str]
     format: str = ""
     weights_digest: str = ""
+    weights_source: str = ""  # a file and digest prefix, a torchvision entry, or "random, seed 0"
 
     def label(self, index: int) -> str:
         """Class ``index``'s label, or the index as text."""

@@ -16,7 +16,7 @@ import argparse
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,21 @@ from .errors import InvalidArgument
 
 MIB = 1 << 20
 MODEL_SOURCES = ("arch", "torchscript", "exported", "onnx")
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """One ``[[models]]`` table. Exactly one of ``arch``, ``torchscript``, ``exported``
-    (a ``torch.export`` ``.pt2`` archive) and ``onnx`` is given."""
+    (a ``torch.export`` ``.pt2`` archive) and ``onnx`` is given.
+
+    ``weights`` (with ``arch`` only) is a state dict file (``.pt``, ``.safetensors``), a
+    folder holding ``model.safetensors`` (and timm's ``config.json``), or a torchvision
+    weights entry (``ResNet50_Weights.IMAGENET1K_V2``, ``IMAGENET1K_V2``, ``DEFAULT``).
+    ``kwargs`` go to the architecture's factory. Preprocessing and labels the config
+    leaves out come from the weights entry or the timm model where they have them
+    (``sets`` tells which the config gave).
+    """
 
     name: str
     arch: str | None = None
@@ -38,6 +47,7 @@ class ModelSpec:
     onnx: str | None = None
     weights: str | None = None
     num_classes: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
     input_size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -45,12 +55,27 @@ class ModelSpec:
     default_layer: str | None = None
     resize_mode: str = "resize"
     resize_size: int | None = None
+    interpolation: str = "bilinear"
     base_dir: str = "."
+    given: frozenset[str] | None = None  # the settings a config file gave; None: built in code
 
     def path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
         candidate = Path(value)
         return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+    def sets(self, setting: str) -> bool:
+        """Whether the config gave ``setting``; for a spec built in code, whether it
+        differs from the default."""
+        if self.given is not None:
+            return setting in self.given
+        return bool(getattr(self, setting) != _MODEL_DEFAULTS[setting])
+
+
+_MODEL_DEFAULTS = {
+    item.name: item.default if item.default_factory is MISSING else item.default_factory()
+    for item in fields(ModelSpec)
+}
 
 
 @dataclass(frozen=True)
@@ -196,7 +221,7 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], tuple[ModelSpec, ...]]
 
 
 def _model_spec(table: Mapping[str, Any], base_dir: Path) -> ModelSpec:
-    known = {f.name for f in fields(ModelSpec)} - {"base_dir"}
+    known = {f.name for f in fields(ModelSpec)} - {"base_dir", "given"}
     unknown = set(table) - known
     if unknown:
         raise InvalidArgument(f"unknown model settings: {', '.join(sorted(unknown))}")
@@ -219,7 +244,18 @@ def _model_spec(table: Mapping[str, Any], base_dir: Path) -> ModelSpec:
             values[key] = tuple(values[key])
     if values.get("resize_mode", "resize") not in ("resize", "resize_crop"):
         raise InvalidArgument("resize_mode must be 'resize' or 'resize_crop'")
-    return ModelSpec(**values, base_dir=str(base_dir))
+    if values.get("interpolation", "bilinear") not in INTERPOLATIONS:
+        raise InvalidArgument(
+            f"model {table['name']!r}: interpolation must be 'bilinear' or 'bicubic', "
+            f"got {values['interpolation']!r}"
+        )
+    kwargs = values.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise InvalidArgument(
+            f"model {table['name']!r}: kwargs must be a table of keyword arguments "
+            "([models.kwargs] under the model's [[models]] table)"
+        )
+    return ModelSpec(**values, base_dir=str(base_dir), given=frozenset(table))
 
 
 def _coerce(name: str, value: Any) -> Any:

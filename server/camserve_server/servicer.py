@@ -284,6 +284,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
                     methods=list(loaded.methods),
                     format=loaded.format,
                     weights_digest=loaded.weights_digest,
+                    weights_source=loaded.weights_source,
                 )
             )
         return pb.ListModelsResponse(models=infos)

@@ -92,6 +92,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "methods": 9,
         "format": 10,
         "weights_digest": 11,
+        "weights_source": 12,
     },
     "ListModelsResponse": {"models": 1},
     "ListMethodsRequest": {},

@@ -925,6 +925,7 @@ class ModelInfo(_message.Message):
     METHODS_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     WEIGHTS_DIGEST_FIELD_NUMBER: _builtins.int
+    WEIGHTS_SOURCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name requests use."""
     default_layer: _builtins.str
@@ -941,6 +942,12 @@ class ModelInfo(_message.Message):
     """How the model is stored: "torch", "torchscript" or "onnx"."""
     weights_digest: _builtins.str
     """A hex digest of the model's weights; it changes when the weights change."""
+    weights_source: _builtins.str
+    """Where the weights come from: a file (its name) and its digest's first hex digits
+    ("r18.pt (sha256 1a2b3c4d5e6f)"), a torchvision entry
+    ("torchvision ResNet50_Weights.IMAGENET1K_V2 (resnet50-11ad3fa6.pth, sha256 ...)"),
+    or "random, seed 0" when the config gives none.
+    """
     @_builtins.property
     def layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Layers a layer-based method can read (module paths), in model order."""
@@ -967,10 +974,11 @@ class ModelInfo(_message.Message):
         methods: _abc.Iterable[_builtins.str] | None = ...,
         format: _builtins.str = ...,
         weights_digest: _builtins.str = ...,
+        weights_source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_layer", b"default_layer", "format", b"format", "has_labels", b"has_labels", "input_height", b"input_height", "input_width", b"input_width", "labels", b"labels", "layers", b"layers", "methods", b"methods", "name", b"name", "num_classes", b"num_classes", "weights_digest", b"weights_digest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_layer", b"default_layer", "format", b"format", "has_labels", b"has_labels", "input_height", b"input_height", "input_width", b"input_width", "labels", b"labels", "layers", b"layers", "methods", b"methods", "name", b"name", "num_classes", b"num_classes", "weights_digest", b"weights_digest", "weights_source", b"weights_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

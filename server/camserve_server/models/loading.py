@@ -1,15 +1,15 @@
-"""Build the models a config names: torchvision builders, factories in code, TorchScript,
-``torch.export`` archives (``.pt2``) and ONNX graphs (run by onnxruntime).
+"""Build the models a config names: torchvision builders (with their weights entries),
+timm models, factories in code, TorchScript, ``torch.export`` archives (``.pt2``) and
+ONNX graphs (run by onnxruntime).
 
-Weights are state dicts read with ``torch.load(weights_only=True)``: never
-pickle; TorchScript, ``.pt2`` and ONNX files carry their own. The weights digest
-(sha256 of the file) is part of every cache key, so new weights never read old
-activations.
+Where a model built from ``arch`` comes from, its weights included, is ``arch_model``;
+reading weights (state dicts and safetensors, never pickle) is ``weights``. TorchScript,
+``.pt2`` and ONNX files carry their own weights. The weights digest (sha256 of the
+file) is part of every cache key, so new weights never read old activations. A model
+without weights serves its seeded random initialisation, and says so in a warning.
 
 A model that cannot be built is ``InvalidArgument`` naming the model and the file, in
-one line the operator can act on: ``camserve-server`` prints it and exits 2. Never
-torch's own text for weights it refuses, which recommends ``weights_only=False``,
-that is, running whatever code the file holds.
+one line the operator can act on: ``camserve-server`` prints it and exits 2.
 
 What each format serves (``supported_methods``): ``torch`` and ``exported``
 every method their structure allows; ``torchscript`` the methods that need no
@@ -20,28 +20,25 @@ Eigen-CAM, feature maps, channel profile).
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import logging
-import re
-import warnings
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from ..config import ModelSpec
-from ..errors import InvalidArgument, choices
+from ..errors import InvalidArgument
 from ..methods import METHODS
 from ..methods.chunking import memory_budget
+from .arch_model import arch_source
 from .explainable import ExplainableModel
 from .exported import load_exported
-from .forward_only import ForwardOnlyClassifier
 from .imaging import Preprocess
+from .model_source import ModelSource, file_source
 from .onnx_model import OnnxClassifier
+from .source_defaults import NO_DEFAULTS, labels_for, preprocess_for
+from .weights import files_digest
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +57,7 @@ class LoadedModel:
     labels: list[str] | None
     weights_digest: str
     methods: tuple[str, ...]
+    weights_source: str = ""  # a file and digest prefix, a torchvision entry, or "random, seed 0"
 
     @property
     def primary(self) -> ExplainableModel:
@@ -77,15 +75,18 @@ def load_model(
     """Build ``spec`` once per device and work out which methods it supports.
 
     ``memory_budget_bytes`` 0 (or less) sizes each replica's budget to its device."""
-    labels = _read_labels(spec)
-    digest = _weights_digest(spec)
+    file_labels = _read_labels(spec)
     fmt = model_format(spec)
+    source = arch_source(spec) if fmt == "torch" else _file_source(spec, fmt)
+    modules = [source.build(device) for device in devices]
+    defaults = source.defaults_of(modules[0]) if modules else NO_DEFAULTS
+    preprocess = preprocess_for(spec, defaults)
+    labels = labels_for(file_labels, defaults)
     replicas = {}
-    for device in devices:
-        module = _build_module(spec, device)
+    for device, module in zip(devices, modules, strict=True):
         replicas[str(device)] = ExplainableModel(
             module,
-            input_size=spec.input_size,
+            input_size=preprocess.input_size,
             name=spec.name,
             labels=labels,
             default_layer=spec.default_layer,
@@ -95,21 +96,21 @@ def load_model(
             channels_last=channels_last,
         )
     first = next(iter(replicas.values()))
-    preprocess = Preprocess(
-        input_size=spec.input_size,
-        mean=spec.mean,
-        std=spec.std,
-        resize_mode=spec.resize_mode,
-        resize_size=spec.resize_size,
-    )
+    if source.random:
+        log.warning(
+            "model %r has no weights: serving random weights, seed 0 (set weights in its "
+            "[[models]] table)",
+            spec.name,
+        )
     return LoadedModel(
         name=spec.name,
         format=fmt,
         replicas=replicas,
         preprocess=preprocess,
         labels=labels,
-        weights_digest=digest,
+        weights_digest=source.digest,
         methods=supported_methods(first),
+        weights_source=source.weights_source,
     )
 
 
@@ -149,119 +150,38 @@ def supported_methods(model: ExplainableModel) -> tuple[str, ...]:
     return tuple(supported)
 
 
-def _build_module(spec: ModelSpec, device: torch.device) -> nn.Module | ForwardOnlyClassifier:
-    if spec.onnx:
-        return OnnxClassifier(
-            spec.path(spec.onnx), name=spec.name, input_size=spec.input_size, device=device
-        )
-    if spec.exported:
-        return load_exported(spec.path(spec.exported), name=spec.name, input_size=spec.input_size)
-    if spec.torchscript:
-        path = spec.path(spec.torchscript)
-        try:
-            module: nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
-                str(path), map_location="cpu"
-            )
-        except (OSError, RuntimeError, ValueError):
-            raise InvalidArgument(
-                f"model {spec.name!r}: {path} is not a TorchScript archive (torch.jit.save)"
-            ) from None
-        return module
-    assert spec.arch is not None
-    factory = _factory(spec.name, spec.arch)
-    torch.manual_seed(0)  # no weights: the same random model in every replica and process
+def _file_source(spec: ModelSpec, fmt: str) -> ModelSource:
+    """A TorchScript, ``.pt2`` or ONNX file, which carries its own weights."""
+    source = spec.torchscript or spec.exported or spec.onnx
+    assert source is not None
+    path = spec.path(source)
+    digest = files_digest(spec.name, [path])  # a missing file: one clear line, first
+
+    def build(device: torch.device) -> nn.Module | OnnxClassifier:
+        if fmt == "onnx":
+            return OnnxClassifier(path, name=spec.name, input_size=spec.input_size, device=device)
+        if fmt == "exported":
+            return load_exported(path, name=spec.name, input_size=spec.input_size)
+        return _load_torchscript(spec.name, path)
+
+    return ModelSource(
+        build=build,
+        defaults_of=lambda _module: NO_DEFAULTS,
+        digest=digest,
+        weights_source=file_source(path, digest),
+    )
+
+
+def _load_torchscript(name: str, path: Path) -> nn.Module:
     try:
-        module = factory(**({"num_classes": spec.num_classes} if spec.num_classes else {}))
-    except (TypeError, ValueError) as exc:  # e.g. a builder without num_classes
+        module: nn.Module = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(path), map_location="cpu"
+        )
+    except (OSError, RuntimeError, ValueError):
         raise InvalidArgument(
-            f"model {spec.name!r}: cannot build architecture {spec.arch!r}: {_first_line(exc)}"
+            f"model {name!r}: {path} is not a TorchScript archive (torch.jit.save)"
         ) from None
-    if spec.weights:
-        _load_weights(spec, module, spec.path(spec.weights))
     return module
-
-
-def _load_weights(spec: ModelSpec, module: nn.Module, path: Path) -> None:
-    """Load the state dict at ``path`` into ``module``, or say in one line why not."""
-    try:
-        with warnings.catch_warnings():
-            # A pickle of a newer protocol (pickle.dump, not torch.save) draws a warning
-            # ahead of the error below: noise on the one line start-up failures get.
-            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise InvalidArgument(
-            f"model {spec.name!r}: cannot read weights {path}: {exc.strerror or exc}"
-        ) from None
-    except MemoryError:
-        raise
-    except Exception as exc:
-        # Fed random bytes, a truncated archive or a pickled object, torch's unpickler
-        # raises almost any kind (UnpicklingError, IndexError, KeyError, EOFError...), and
-        # its text recommends weights_only=False: only the kind is logged.
-        log.debug("torch.load(%s, weights_only=True): %s", path, type(exc).__name__)
-        raise InvalidArgument(
-            f"model {spec.name!r}: weights {path} are not a state dict "
-            "(save them with torch.save(model.state_dict(), path))"
-        ) from None
-    if not isinstance(state, Mapping):
-        raise InvalidArgument(
-            f"model {spec.name!r}: weights {path} hold a {type(state).__name__}, not a state "
-            "dict (save them with torch.save(model.state_dict(), path))"
-        )
-    try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shapes that differ are refused even when not strict
-        raise InvalidArgument(
-            f"model {spec.name!r}: weights {path} do not fit architecture {spec.arch!r}: "
-            f"{_load_errors(exc)}"
-        ) from None
-    problems = [
-        f"{len(keys)} {what} ({choices(keys, limit=3)})"
-        for what, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
-        if keys
-    ]
-    if problems:
-        raise InvalidArgument(
-            f"model {spec.name!r}: weights {path} do not fit architecture {spec.arch!r}: "
-            f"keys {'; '.join(problems)}"
-        )
-
-
-def _load_errors(exc: RuntimeError) -> str:
-    """``load_state_dict``'s several lines in one: the keys whose shapes differ."""
-    text = str(exc)
-    reshaped = re.findall(r"size mismatch for ([^:\s]+):", text)
-    if reshaped:
-        return f"{len(reshaped)} with another shape ({choices(reshaped, limit=3)})"
-    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
-    return lines[0] if lines else _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _factory(name: str, arch: str) -> Callable[..., nn.Module]:
-    """The builder ``arch`` names: ``module:attribute`` in code, else a torchvision model."""
-    if ":" in arch:
-        module_name, _, attribute = arch.partition(":")
-        try:
-            factory: Callable[..., nn.Module] = getattr(
-                importlib.import_module(module_name), attribute
-            )
-        except (ImportError, AttributeError) as exc:
-            raise InvalidArgument(
-                f"model {name!r}: cannot import model factory {arch!r}: {_first_line(exc)}"
-            ) from None
-        return factory
-    available = torchvision.models.list_models()
-    if arch not in available:
-        raise InvalidArgument(
-            f"model {name!r}: unknown architecture {arch!r} "
-            "(a torchvision model such as resnet18, or 'package.module:factory')"
-        )
-    return lambda **kwargs: torchvision.models.get_model(arch, weights=None, **kwargs)
 
 
 def _read_labels(spec: ModelSpec) -> list[str] | None:
@@ -274,21 +194,3 @@ def _read_labels(spec: ModelSpec) -> list[str] | None:
         reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 text"
         raise InvalidArgument(f"model {spec.name!r}: cannot read labels {path}: {reason}") from None
     return [line.strip() for line in lines if line.strip()]
-
-
-def _weights_digest(spec: ModelSpec) -> str:
-    """The sha256 of the model's file; reading it first also makes a missing or unreadable
-    file one clear error before anything is built."""
-    source = spec.weights or spec.torchscript or spec.exported or spec.onnx
-    if source is None:
-        return hashlib.sha256(f"init:{spec.arch}:{spec.num_classes}".encode()).hexdigest()
-    path = Path(spec.path(source))
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise InvalidArgument(f"model {spec.name!r}: cannot read {path}: {reason}") from None
-    return digest.hexdigest()

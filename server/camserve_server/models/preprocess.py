@@ -3,7 +3,11 @@ heatmaps out").
 
 Resizing is ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False,
 antialias=True)`` on the float tensor in [0, 1] (no rounding back to uint8), the
-same as ``torchvision.transforms.v2.functional.resize`` on a float tensor.
+same as ``torchvision.transforms.v2.functional.resize`` on a float tensor. With
+``interpolation="bicubic"`` (models trained with it: many timm models, some
+torchvision weights) the resize is Pillow's: ``bicubic`` (antialiased, a = -0.5)
+in two passes, width then height, each clamped to the pixel range as Pillow
+clamps it (within about one grey level of ``Image.resize(..., BICUBIC)``).
 ``resize_crop`` follows torchvision's ImageNet evaluation: the shorter side to
 ``resize_size`` (the longer side truncated, as ``Resize`` does), then a centre crop
 placed as ``CenterCrop`` places it. Where the crop would be larger than the resized
@@ -31,11 +35,13 @@ from ..errors import InvalidArgument
 IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
 IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 RESIZE_MODES: Final = ("resize", "resize_crop")
+INTERPOLATIONS: Final = ("bilinear", "bicubic")
 HEATMAP_DTYPES: Final = ("float32", "float16", "uint8")
 MIN_SIDE, MAX_SIDE = 8, 4096  # the accepted height and width of a tensor input
 CROP_RATIO: Final = 0.875  # the default resize_size is round(min(input_size) / CROP_RATIO)
 
 ResizeMode = Literal["resize", "resize_crop"]
+Interpolation = Literal["bilinear", "bicubic"]
 HeatmapDtype = Literal["float32", "float16", "uint8"]
 Box = tuple[float, float, float, float]
 
@@ -69,6 +75,7 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD
     resize_mode: str = "resize"  # a ResizeMode
     resize_size: int | None = None  # the shorter side before the crop ("resize_crop" only)
+    interpolation: str = "bilinear"  # an Interpolation
 
     def __post_init__(self) -> None:
         height, width = (int(side) for side in self.input_size)
@@ -85,6 +92,10 @@ class Preprocess:
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(
                 f"resize_mode must be 'resize' or 'resize_crop', got {self.resize_mode!r}"
+            )
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be 'bilinear' or 'bicubic', got {self.interpolation!r}"
             )
         if self.resize_size is not None and self.resize_size < 1:
             raise ValueError(f"resize_size must be positive, got {self.resize_size}")
@@ -109,6 +120,8 @@ class Preprocess:
             "resize_mode": self.resize_mode,
             "resize_size": self.shorter_side if crop else None,
         }
+        if self.interpolation != "bilinear":  # the default leaves every existing key as it was
+            settings["interpolation"] = f"{self.interpolation}-antialias-float-clamped"
         text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -160,15 +173,24 @@ class Preprocess:
             crop = pixels[:, top : top + out_h, left : left + out_w]
             x = torch.empty(crop.shape, dtype=torch.float32).copy_(crop)
         else:  # the resize is linear (weights sum to 1): it commutes with the affine
-            x = F.interpolate(
-                pixels.unsqueeze(0).to(torch.float32),
-                size=(new_h, new_w),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )[0, :, top : top + out_h, left : left + out_w].contiguous()
+            resized = self._resize(pixels.unsqueeze(0).to(torch.float32), new_h, new_w)
+            x = resized[0, :, top : top + out_h, left : left + out_w].contiguous()
         scale, shift = self._affine
         return x.mul_(scale).sub_(shift), self.placement((height, width))
+
+    def _resize(self, pixels: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
+        """``pixels`` (1, 3, h, w) in [0, 255] resized to (new_h, new_w)."""
+        if self.interpolation == "bilinear":
+            return F.interpolate(
+                pixels, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
+            )
+        for size in ((pixels.shape[2], new_w), (new_h, new_w)):  # Pillow's passes and clamps
+            if tuple(pixels.shape[2:]) == size:
+                continue
+            pixels = F.interpolate(
+                pixels, size=size, mode="bicubic", align_corners=False, antialias=True
+            ).clamp_(0.0, 255.0)
+        return pixels
 
     @functools.cached_property
     def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,10 +312,12 @@ __all__ = [
     "HEATMAP_DTYPES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "INTERPOLATIONS",
     "MAX_SIDE",
     "MIN_SIDE",
     "RESIZE_MODES",
     "HeatmapDtype",
+    "Interpolation",
     "Placement",
     "Preprocess",
     "ResizeMode",
