@@ -9,7 +9,7 @@ from ..options import Option
 from .base import BatchInput, BatchResult, Rows
 from .cam_base import CamMethod
 from .chunking import rows_per_pass, spans
-from .layer_pass import layer_hook
+from .layer_pass import LayerRead, layer_hook
 
 
 class AblationCam(CamMethod):
@@ -22,7 +22,8 @@ class AblationCam(CamMethod):
     per sample), not from the logits, so both sides of the difference are computed
     alike even when the activation came from the cache of a reduced-precision
     forward. The score drops are often below bfloat16's resolution, so the method
-    runs in float32 under any server ``precision``.
+    runs in float32 under any server ``precision``. A token layer's channel is zeroed
+    in every token, prefix tokens included (``LayerGrid.zero_channels``).
     """
 
     id = "ablationcam"
@@ -56,10 +57,9 @@ class AblationCam(CamMethod):
             )
         return super().run(batch)
 
-    def cam_forward_only(
-        self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows
-    ) -> torch.Tensor:
+    def cam_forward_only(self, batch: BatchInput, layer: LayerRead, rows: Rows) -> torch.Tensor:
         assert batch.layer is not None
+        activation, logits = layer.maps, layer.logits
         n, k = activation.shape[:2]
         head = batch.model.head(batch.layer)
         chunk = rows_per_pass(batch.model, int(batch.options["batch_size"]))
@@ -68,9 +68,9 @@ class AblationCam(CamMethod):
         for start, stop in spans(n * copies, chunk):
             pairs = torch.arange(start, stop, device=activation.device)
             sample, channel = pairs // copies, pairs % copies
-            ablated = activation[sample].clone()
+            ablated = layer.output[sample].clone()
             zeroed = torch.nonzero(channel < k).flatten()
-            ablated[zeroed, channel[zeroed]] = 0
+            layer.grid.zero_channels(ablated, zeroed, channel[zeroed])
             if head is not None:
                 scores[start:stop] = head(ablated)
             else:

@@ -58,7 +58,8 @@ class FeatureMaps(ActivationMethod):
     )
 
     def run(self, batch: BatchInput) -> BatchResult:
-        activation, logits = layer_forward(batch)
+        layer = layer_forward(batch)
+        activation, logits = layer.maps, layer.logits
         k = int(batch.options["top_k"]) or activation.shape[1]
         k = min(k, activation.shape[1])
         order = activation.mean(dim=(2, 3)).topk(k, dim=1).indices
@@ -70,7 +71,7 @@ class FeatureMaps(ActivationMethod):
             result = _activation_sample(logits[i], maps, channels=order[i])
             result.heatmaps = minmax(maps)
             samples.append(result)
-        return self.result(batch, samples, activations=activation, logits=logits)
+        return self.result(batch, samples, activations=layer.stored, logits=logits)
 
 
 class ChannelProfile(ActivationMethod):
@@ -82,10 +83,10 @@ class ChannelProfile(ActivationMethod):
     reference = "cs231n visualising activations"
 
     def run(self, batch: BatchInput) -> BatchResult:
-        activation, logits = layer_forward(batch)
-        profile = activation.mean(dim=(2, 3))
-        samples = [_activation_sample(logits[i], profile[i]) for i in range(profile.shape[0])]
-        return self.result(batch, samples, activations=activation, logits=logits)
+        layer = layer_forward(batch)
+        profile = layer.maps.mean(dim=(2, 3))
+        samples = [_activation_sample(layer.logits[i], profile[i]) for i in range(len(profile))]
+        return self.result(batch, samples, activations=layer.stored, logits=layer.logits)
 
 
 def conv_weights(model: ExplainableModel, layer: str | None) -> tuple[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 
 from .base import BatchInput, BatchResult, Family, Method, Rows, package, resolve_targets
 from .heatmap import cam_heatmaps
-from .layer_pass import layer_forward, layer_gradients
+from .layer_pass import LayerRead, layer_forward, layer_gradients
 
 
 class CamMethod(Method):
@@ -36,22 +36,23 @@ class CamMethod(Method):
         weights = self.channel_weights(activation, gradients)
         return torch.einsum("mk,mkhw->mhw", weights, activation)
 
-    def cam_forward_only(
-        self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows
-    ) -> torch.Tensor:
-        """The map ``(M, h, w)`` for methods that need no gradient."""
+    def cam_forward_only(self, batch: BatchInput, layer: LayerRead, rows: Rows) -> torch.Tensor:
+        """The map ``(M, h, w)`` for methods that need no gradient, from ``layer.maps``."""
         raise NotImplementedError
 
     def run(self, batch: BatchInput) -> BatchResult:
+        layer: LayerRead
         if self.needs_gradients:
             passed = layer_gradients(batch)
-            activation, logits, rows = passed.activation, passed.logits, passed.rows
-            cam = self.cam(activation[rows.sample], passed.gradients)
+            layer, rows = passed, passed.rows
+            cam = self.cam(passed.maps[rows.sample], passed.gradients)
         else:
-            activation, logits = layer_forward(batch)
-            rows = Rows.from_targets(resolve_targets(batch.targets, logits), batch.model.device)
+            layer = layer_forward(batch)
+            rows = Rows.from_targets(
+                resolve_targets(batch.targets, layer.logits), batch.model.device
+            )
             with torch.inference_mode():
-                cam = self.cam_forward_only(batch, activation, logits, rows)
+                cam = self.cam_forward_only(batch, layer, rows)
         heatmaps, empty = cam_heatmaps(cam, batch.size)
-        samples = package(rows, logits, heatmaps, cam.detach().float(), empty)
-        return self.result(batch, samples, activations=activation, logits=logits)
+        samples = package(rows, layer.logits, heatmaps, cam.detach().float(), empty)
+        return self.result(batch, samples, activations=layer.stored, logits=layer.logits)

@@ -8,6 +8,7 @@ from torch import nn
 from ..models import ExplainableModel
 from .base import BatchInput, MethodNotApplicable, Rows
 from .cam_base import CamMethod
+from .layer_pass import LayerRead
 from .precision import consistency_rtol
 
 
@@ -16,7 +17,9 @@ class ClassActivationMap(CamMethod):
 
     Applicability is checked on the model itself, not its family: the logits must
     equal ``W @ mean_hw(A) + b`` for the layer's activation ``A`` (to ``1e-3`` of the
-    largest logit; to 4 eps of the autocast dtype under reduced precision).
+    largest logit; to 4 eps of the autocast dtype under reduced precision). A
+    transformer (its default layer gives patch tokens or a channels-last map) is
+    refused: its class score is not a linear function of that layer's pooled map.
     """
 
     id = "cam"
@@ -29,13 +32,19 @@ class ClassActivationMap(CamMethod):
         # must read one value per channel of the last feature map before pooling.
         # ``cam_forward_only`` still verifies the logits on the actual activations.
         linear = self._linear(model)
-        last_map = model.structure.layers.get(model.structure.default_layer)
-        if last_map is None or last_map.shape[1] != linear.in_features:
+        last_map = model.structure.grid(model.structure.default_layer)
+        if last_map is None or last_map.channels != linear.in_features:
             raise self._refusal(model, None)
+        if last_map.is_token_layer:
+            raise MethodNotApplicable(
+                f"method 'cam' needs a model that ends in global average pooling + one linear "
+                f"layer over a feature map; model {model.name!r} is a transformer (its default "
+                f"layer {model.default_layer!r} gives tokens), whose class score is not a "
+                "linear function of that layer's pooled map; use 'gradcam'"
+            )
 
-    def cam_forward_only(
-        self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows
-    ) -> torch.Tensor:
+    def cam_forward_only(self, batch: BatchInput, layer: LayerRead, rows: Rows) -> torch.Tensor:
+        activation, logits = layer.maps, layer.logits
         linear = self._linear(batch.model)
         weight = linear.weight.to(activation.dtype)
         if weight.shape[1] != activation.shape[1]:

@@ -6,6 +6,7 @@ import torch
 
 from .base import BatchInput, Rows
 from .cam_base import CamMethod
+from .layer_pass import LayerRead
 
 
 class EigenCam(CamMethod):
@@ -21,9 +22,8 @@ class EigenCam(CamMethod):
     reference = "Muhammad & Yeasin 2020; pytorch-grad-cam EigenCAM (up to sign)"
     variant = "eigencam (sign: larger magnitude positive)"
 
-    def cam_forward_only(
-        self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows
-    ) -> torch.Tensor:
+    def cam_forward_only(self, batch: BatchInput, layer: LayerRead, rows: Rows) -> torch.Tensor:
+        activation = layer.maps
         n, k, h, w = activation.shape
         positions = activation.float().nan_to_num(0.0).reshape(n, k, h * w).transpose(1, 2)
         centred = positions - positions.mean(dim=1, keepdim=True)

@@ -65,10 +65,21 @@ def modified_relus(
 
 
 def _require_relus(model: ExplainableModel) -> None:
+    """Refuse a model without ``nn.ReLU`` modules, and a transformer (its default layer
+    gives tokens): its attention softmax, GELUs and norms are no ReLUs, so the
+    modified-ReLU rules do not define its backward pass."""
     if model.structure.relu_count == 0:
         raise MethodNotApplicable(
             f"model {model.name!r} has no nn.ReLU modules, which guided backprop and deconvnet "
-            "modify; use 'saliency' or 'integrated_gradients'"
+            "modify (a transformer's MLPs use GELU); use 'saliency' or 'integrated_gradients'"
+        )
+    grid = model.structure.grid(model.structure.default_layer)
+    if grid is not None and grid.is_token_layer:
+        raise MethodNotApplicable(
+            f"model {model.name!r} is a transformer (its default layer "
+            f"{model.structure.default_layer!r} gives tokens): guided backprop and deconvnet "
+            "modify ReLU backward passes, and its attention and GELUs are not ReLUs; use "
+            "'saliency' or 'integrated_gradients'"
         )
 
 

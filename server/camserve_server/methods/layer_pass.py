@@ -7,6 +7,12 @@ backbone: only the head after the layer runs (``ExplainableModel.head``), or,
 for a model that cannot be split, a full forward that substitutes it. A
 forward-only graph has no hooks: it outputs the layer's activation itself.
 
+Every method reads the layer as maps ``(N, K, h, w)``: the layer's output goes
+through its ``LayerGrid`` here, once, and so does its gradient (a transformer's
+tokens drop their prefix and fill the patch grid; a channels-last map is
+permuted; pytorch-grad-cam's ``reshape_transform`` recipe). The leaf the backward
+stops at, and what the cache keeps, is the layer's own output.
+
 Under ``torch.autocast`` (the server's ``precision``) the backbone computes in
 reduced precision, but what leaves a pass is float32: the captured activation
 is upcast in the hook (so the leaf the backward stops at, its gradient and a
@@ -25,6 +31,7 @@ from torch import nn
 
 from ..errors import InvalidArgument
 from ..models import ExplainableModel
+from ..models.layer_grid import LayerGrid
 from .base import BatchInput, Rows, resolve_targets
 
 
@@ -81,23 +88,35 @@ def _partition(batch: BatchInput) -> tuple[list[int], list[int]]:
 
 
 def _cached(batch: BatchInput, hits: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hits' layer outputs (as the layer returns them) and logits, on the device."""
+    assert batch.layer is not None
     entries = [batch.cached[i] for i in hits]
-    activation = torch.stack([e.activation for e in entries if e is not None])
+    stored = torch.stack([e.activation for e in entries if e is not None])
     logits = torch.stack([e.logits for e in entries if e is not None])
     device = batch.model.device
-    return activation.to(device), logits.to(device)
+    grid = batch.model.structure.grid(batch.layer)
+    output = grid.restored(stored) if grid is not None else stored
+    return output.to(device), logits.to(device)
 
 
-def _require_spatial(activation: torch.Tensor, layer: str) -> None:
-    if activation.dim() != 4:
-        raise InvalidArgument(
-            f"layer {layer!r} outputs shape {tuple(activation.shape[1:])}; this method needs a "
-            "spatial (C, h, w) feature map"
-        )
+@dataclass
+class LayerRead:
+    """A layer's output for a batch as the layer returns it, its maps ``(N, K, h, w)``
+    (``grid.maps``), and the logits ``(N, C)``."""
+
+    output: torch.Tensor
+    maps: torch.Tensor
+    logits: torch.Tensor
+    grid: LayerGrid
+
+    @property
+    def stored(self) -> torch.Tensor:
+        """The output as the activation cache keeps it (``BatchResult.activations``)."""
+        return self.grid.stored(self.output)
 
 
-def layer_forward(batch: BatchInput) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's activation ``(N, K, h, w)`` and logits ``(N, C)``; cached rows cost nothing."""
+def layer_forward(batch: BatchInput) -> LayerRead:
+    """The layer's output, its maps and the logits; cached rows cost nothing."""
     assert batch.layer is not None
     model = batch.model
     misses, hits = _partition(batch)
@@ -107,9 +126,10 @@ def layer_forward(batch: BatchInput) -> tuple[torch.Tensor, torch.Tensor]:
             parts.append((misses, *forward_with_layer(model, batch.x[misses], batch.layer)))
         if hits:
             parts.append((hits, *_cached(batch, hits)))
-        activation, logits = _assemble(parts, len(batch.cached))
-    _require_spatial(activation, batch.layer)
-    return activation, logits
+        output, logits = _assemble(parts, len(batch.cached))
+        grid = model.layer_grid(batch.layer, output)
+        maps = grid.maps(output, batch.size)
+    return LayerRead(output, maps, logits, grid)
 
 
 Scores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -123,11 +143,10 @@ def logit_scores(logits: torch.Tensor) -> Scores:
 
 
 @dataclass
-class LayerGradients:
-    """Activations, logits, the resolved target rows and ``dy_c/dA`` for each row."""
+class LayerGradients(LayerRead):
+    """A ``LayerRead``, the resolved target rows and ``dy_c/dA`` ``(M, K, h, w)`` for each
+    row, the gradient through the same grid as the maps."""
 
-    activation: torch.Tensor
-    logits: torch.Tensor
     rows: Rows
     gradients: torch.Tensor
 
@@ -164,15 +183,16 @@ def layer_gradients(batch: BatchInput) -> LayerGradients:
             activation, logits = _cached(batch, hits)  # a fresh stack: free to become the leaf
             leaf = activation.requires_grad_(True)
             passes.append(_Pass(hits, leaf, logits, _head_scores(batch, hits, leaf)))
-    activation, logits = _assemble(
+    output, logits = _assemble(
         [(p.index, p.leaf.detach(), p.logits) for p in passes], len(batch.cached)
     )
-    _require_spatial(activation, batch.layer)
+    grid = model.layer_grid(batch.layer, output)
+    maps = grid.maps(output, batch.size)
     rows = Rows.from_targets(resolve_targets(batch.targets, logits), model.device)
-    gradients = torch.zeros(len(rows), *activation.shape[1:], device=model.device)
+    gradients = torch.zeros(len(rows), *output.shape[1:], device=model.device)
     for p in passes:
         backward_by_rank(rows, p.index, p.leaf, p.scores, gradients)
-    return LayerGradients(activation, logits, rows, gradients)
+    return LayerGradients(output, maps, logits, grid, rows, grid.maps(gradients, batch.size))
 
 
 def _head_scores(batch: BatchInput, hits: list[int], leaf: torch.Tensor) -> Scores:

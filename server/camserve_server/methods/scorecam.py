@@ -9,6 +9,7 @@ from ..options import Option
 from .base import BatchInput, Rows
 from .cam_base import CamMethod
 from .chunking import rows_per_pass, spans
+from .layer_pass import LayerRead
 
 
 class ScoreCam(CamMethod):
@@ -33,9 +34,8 @@ class ScoreCam(CamMethod):
         ),
     )
 
-    def cam_forward_only(
-        self, batch: BatchInput, activation: torch.Tensor, logits: torch.Tensor, rows: Rows
-    ) -> torch.Tensor:
+    def cam_forward_only(self, batch: BatchInput, layer: LayerRead, rows: Rows) -> torch.Tensor:
+        activation, logits = layer.maps, layer.logits
         n, k = activation.shape[:2]
         chunk = rows_per_pass(batch.model, int(batch.options["batch_size"]))
         scores = logits.new_empty((n * k, logits.shape[1]))

@@ -20,6 +20,7 @@ from torch import fx, nn
 from ..errors import InvalidArgument, choices
 from .forward_only import ForwardOnlyClassifier
 from .inspection import ModelStructure, inspect_model
+from .layer_grid import LayerGrid
 from .split import LinearHead, build_head, head_matches, linear_head_matches, split_linear
 
 Head = Callable[[torch.Tensor], torch.Tensor]
@@ -143,6 +144,24 @@ class ExplainableModel:
                 + ("; or the name of a tensor of its graph" if self.graph is not None else "")
             )
         return layer
+
+    def layer_grid(self, layer: str, output: torch.Tensor) -> LayerGrid:
+        """How ``layer``'s ``output`` becomes maps ``(N, C, h, w)`` (``LayerGrid.maps``).
+
+        A graph tensor the probe did not list is read as channels first when it is 4-D.
+        A layer that gives no map (a pooled vector, logits) is ``InvalidArgument``.
+        """
+        grid = self.structure.grid(layer)
+        if grid is None and layer not in self.structure.layers and output.dim() == 4:
+            _, channels, height, width = (int(d) for d in output.shape)
+            grid = LayerGrid("channels_first", channels, height, width, self.input_size)
+        if grid is None:
+            raise InvalidArgument(
+                f"layer {layer!r} outputs shape {tuple(output.shape[1:])}; this method needs a "
+                "spatial (C, h, w) feature map, patch tokens (T, C) or a channels-last "
+                f"(h, w, C) map; layers that give maps: {choices(self.structure.spatial_layers())}"
+            )
+        return grid
 
     def submodule(self, layer: str) -> nn.Module:
         """The module at a dotted path (``layer4``, ``features.12``)."""

@@ -6,6 +6,8 @@ split works for any architecture fx can trace, not one family. When the graph
 cannot be cut cleanly (the part after L also reads tensors computed before L,
 e.g. a skip connection around L, or the model does not trace), ``build_head``
 returns ``None`` and callers fall back to a full forward that substitutes A at L.
+A forward's other arguments with defaults (timm ViT's ``attn_mask``) stay arguments
+of the head, with the same defaults.
 """
 
 from __future__ import annotations
@@ -51,13 +53,19 @@ def build_head(model: nn.Module, layer: str) -> fx.GraphModule | None:
 
     needed = _ancestors(output)
     after_cut = _descendants(cut)
+    image, *arguments = (n for n in graph.nodes if n.op == "placeholder")
     head_graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {cut: head_graph.placeholder("activation")}
+    for argument in arguments:
+        if argument.args:  # a default value: the head takes the argument, with that default
+            env[argument] = head_graph.placeholder(
+                str(argument.target), default_value=argument.args[0]
+            )
     for node in graph.nodes:
         if node not in needed or node is cut or node.op in ("output", "placeholder"):
             continue
         if node not in after_cut:
-            if _depends_on_input(node):
+            if _reads(node, image) or any(p not in env for p in node.all_input_nodes):
                 continue  # computed before the cut; only a problem if the head reads it
         elif any(parent not in env for parent in node.all_input_nodes):
             return None  # the head reads a tensor computed before the cut (a skip connection)
@@ -94,8 +102,9 @@ def _descendants(node: fx.Node) -> set[fx.Node]:
     return seen
 
 
-def _depends_on_input(node: fx.Node) -> bool:
-    return node.op == "placeholder" or any(n.op == "placeholder" for n in _ancestors(node))
+def _reads(node: fx.Node, source: fx.Node) -> bool:
+    """Whether ``node`` is ``source`` or computed from it."""
+    return node is source or source in _ancestors(node)
 
 
 def head_matches(
