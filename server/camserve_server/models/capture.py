@@ -3,7 +3,9 @@
 Used by the optimisation jobs (differentiable: the graph is kept back to the
 input pixels) and by image-set indexing (under ``torch.inference_mode``).
 Downstream modules receive a clone, so an in-place operation after a layer (an
-in-place ReLU) never alters the captured tensor. When the logits are not needed
+in-place ReLU) never alters the captured tensor. A transformer's layer is recorded
+as its map grid ``(N, C, h, w)`` (``LayerGrid.maps``: prefix tokens dropped, Swin's
+channels-last maps permuted), so every reader sees channels first. When the logits are not needed
 the pass stops after the last captured layer. Hooks are removed on exit, also
 after an exception, so no hook is left on a model that explanation batches share.
 """
@@ -40,9 +42,18 @@ def forward_capture(
     model: ExplainableModel, x: torch.Tensor, layers: Sequence[str], *, logits: bool = True
 ) -> Captured:
     """Run ``model`` on normalised ``x`` ``(N, 3, H, W)``, recording each of ``layers``: a
-    module's output, or with the ``:input`` suffix its (first) input."""
+    module's output (a transformer layer's as its map grid), or with the ``:input`` suffix
+    its (first) input."""
     wanted = list(dict.fromkeys(layers))
     captured: dict[str, torch.Tensor] = {}
+    input_size = (int(x.shape[-2]), int(x.shape[-1]))
+    grids = {
+        name: grid
+        for name in wanted
+        if not name.endswith(INPUT_SUFFIX)
+        and (grid := model.structure.grid(name)) is not None
+        and grid.is_token_layer
+    }
 
     def record(name: str, value: object) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
@@ -52,7 +63,8 @@ def forward_capture(
                 f"layer {name!r} runs more than once in a forward pass; "
                 "choose the block that contains it"
             )
-        captured[name] = value
+        grid = grids.get(name)
+        captured[name] = value if grid is None else grid.maps(value, input_size)
         if not logits and len(captured) == len(wanted):
             raise _Enough
         return value.clone()
