@@ -129,6 +129,31 @@ def within_limit(
     return reply
 
 
+def methods_reply() -> pb.ListMethodsResponse:
+    """Every registered method with its options, as ``ListMethods`` answers."""
+    return pb.ListMethodsResponse(
+        methods=[
+            pb.MethodInfo(
+                id=method.id,
+                family=method.family,
+                uses_layer=method.uses_layer,
+                uses_targets=method.uses_targets,
+                description=method.description,
+                reference=method.reference,
+                options=[
+                    pb.OptionInfo(
+                        name=option.name,
+                        default=option_value(option.default),
+                        description=option.description,
+                    )
+                    for option in method.options
+                ],
+            )
+            for method in METHODS.values()
+        ]
+    )
+
+
 def _passed(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
@@ -139,6 +164,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
     def __init__(self, service: ExplainService, metrics: Metrics) -> None:
         self.service = service
         self.metrics = metrics
+        self._methods = methods_reply()  # the registry is fixed: built once, sent as is
 
     async def _timed(
         self, model: str, method: str, deadline: float | None, work: Awaitable[T]
@@ -292,26 +318,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):  # type: ignore[
     async def ListMethods(
         self, request: pb.ListMethodsRequest, context: aio.ServicerContext
     ) -> pb.ListMethodsResponse:
-        infos = [
-            pb.MethodInfo(
-                id=method.id,
-                family=method.family,
-                uses_layer=method.uses_layer,
-                uses_targets=method.uses_targets,
-                description=method.description,
-                reference=method.reference,
-                options=[
-                    pb.OptionInfo(
-                        name=option.name,
-                        default=option_value(option.default),
-                        description=option.description,
-                    )
-                    for option in method.options
-                ],
-            )
-            for method in METHODS.values()
-        ]
-        return pb.ListMethodsResponse(methods=infos)
+        return self._methods
 
 
 __all__ = ["ExplainServicer", "grpc"]
