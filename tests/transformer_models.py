@@ -43,30 +43,22 @@ def torchvision_vit(num_classes: int = NUM_CLASSES) -> nn.Module:
     return model
 
 
-def timm_vit(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """timm ``vit_tiny_patch16_224`` at 32x32 with 8x8 patches and two blocks."""
+def _small_timm_vit(name: str, num_classes: int) -> nn.Module:
+    """The timm ViT-family model ``name`` at 32x32 with 8x8 patches and two blocks."""
     model: nn.Module = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=SIZE,
-        patch_size=8,
-        depth=2,
-        num_classes=num_classes,
+        name, pretrained=False, img_size=SIZE, patch_size=8, depth=2, num_classes=num_classes
     )
     return model
+
+
+def timm_vit(num_classes: int = NUM_CLASSES) -> nn.Module:
+    """timm ``vit_tiny_patch16_224`` at 32x32 with 8x8 patches and two blocks."""
+    return _small_timm_vit("vit_tiny_patch16_224", num_classes)
 
 
 def timm_deit_distilled(num_classes: int = NUM_CLASSES) -> nn.Module:
     """timm ``deit_tiny_distilled_patch16_224`` likewise: class and distillation tokens."""
-    model: nn.Module = timm.create_model(
-        "deit_tiny_distilled_patch16_224",
-        pretrained=False,
-        img_size=SIZE,
-        patch_size=8,
-        depth=2,
-        num_classes=num_classes,
-    )
-    return model
+    return _small_timm_vit("deit_tiny_distilled_patch16_224", num_classes)
 
 
 def timm_swin(num_classes: int = NUM_CLASSES) -> nn.Module:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 
 from camserve_server.methods import explain
 from zoo import ZooModel
+
+TOLERANCE = 1e-4  # the largest difference a map may have from its reference
+TARGETS_PER_IMAGE = 3
+# camserve's gradient CAMs and the pytorch-grad-cam classes they must equal.
+GRADIENT_CAMS: dict[str, type[Any]] = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "hirescam": HiResCAM,
+    "layercam": LayerCAM,
+}
 
 
 def engine_rows(

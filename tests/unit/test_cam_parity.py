@@ -17,16 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from parity_rows import engine_rows
+from parity_rows import GRADIENT_CAMS, TARGETS_PER_IMAGE, TOLERANCE, engine_rows
 from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
     ScoreCAM,
-    XGradCAM,
 )
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -36,17 +31,7 @@ from torch import nn
 from camserve_server.methods import explain
 from zoo import NUM_CLASSES, ZooModel
 
-TOLERANCE = 1e-4
-TARGETS_PER_IMAGE = 3
 RecordProperty = Callable[[str, object], None]
-
-GRADIENT_CAMS: dict[str, type[Any]] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-}
 
 
 def reference_heatmaps(

@@ -12,18 +12,13 @@ that the reference maps are not constant, so none passes vacuously.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
+from parity_rows import GRADIENT_CAMS, TARGETS_PER_IMAGE, TOLERANCE
 from pytorch_grad_cam import (
     EigenCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
     ScoreCAM,
-    XGradCAM,
 )
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
@@ -38,17 +33,7 @@ from transformer_parity import (
 from camserve_server.methods import explain
 from transformer_models import DEFAULT_LAYERS, FACTORIES, TransformerCase, build_case
 
-TOLERANCE = 1e-4
-TARGETS_PER_IMAGE = 3
 RecordProperty = Callable[[str, object], None]
-
-GRADIENT_CAMS: dict[str, type[Any]] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-}
 
 
 @pytest.fixture(scope="module", params=list(FACTORIES))
