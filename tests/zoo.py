@@ -80,10 +80,16 @@ def build_zoo_model(arch: str, seed: int = 0) -> ZooModel:
     """Build ``arch`` with seeded random weights, calibrated BatchNorm and a seeded input pair."""
     torch.manual_seed(seed)
     module = torchvision.models.get_model(arch, weights=None, num_classes=NUM_CLASSES)
+    layer, relu_layer = ZOO_LAYERS[arch]
+    return zoo_model_of(arch, module, layer, relu_layer, seed)
+
+
+def zoo_model_of(name: str, module: nn.Module, layer: str, relu_layer: str, seed: int) -> ZooModel:
+    """``module`` (already built under ``seed``) with calibrated BatchNorm, its frozen
+    reference twin and a seeded input pair."""
     _calibrate_batchnorm(module, seed + 1)
     reference = copy.deepcopy(module).eval().requires_grad_(False)
-    model = ExplainableModel(module, input_size=INPUT_SIZE, name=arch)
+    model = ExplainableModel(module, input_size=INPUT_SIZE, name=name)
     generator = torch.Generator().manual_seed(seed + 2)
     x = torch.randn(2, 3, *INPUT_SIZE, generator=generator)
-    layer, relu_layer = ZOO_LAYERS[arch]
-    return ZooModel(arch, model, reference, layer, relu_layer, x)
+    return ZooModel(name, model, reference, layer, relu_layer, x)

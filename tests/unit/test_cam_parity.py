@@ -17,65 +17,28 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from parity_rows import GRADIENT_CAMS, TARGETS_PER_IMAGE, TOLERANCE, engine_rows
+from parity_rows import (
+    GRADIENT_CAMS,
+    TARGETS_PER_IMAGE,
+    TOLERANCE,
+    engine_rows,
+    layer_activation,
+    max_difference,
+    non_constant,
+    reference_heatmaps,
+)
 from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
     ScoreCAM,
 )
 from pytorch_grad_cam.utils.image import scale_cam_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
-from torch import nn
 
 from camserve_server.methods import explain
 from zoo import NUM_CLASSES, ZooModel
 
 RecordProperty = Callable[[str, object], None]
-
-
-def reference_heatmaps(
-    cam_class: type[Any], reference: nn.Module, layer: str, x: torch.Tensor, classes: list[int]
-) -> torch.Tensor:
-    """pytorch-grad-cam's heatmaps ``(N, H, W)``: sample ``i`` of ``x`` for ``classes[i]``.
-
-    The reference copy's weights are frozen like the engine's; an input that
-    requires grad makes the layer's output require grad, which pytorch-grad-cam
-    needs to hook the layer's gradient.
-    """
-    cam = cam_class(model=reference, target_layers=[reference.get_submodule(layer)])
-    try:
-        maps = cam(
-            input_tensor=x.clone().requires_grad_(True),
-            targets=[ClassifierOutputTarget(c) for c in classes],
-        )
-    finally:
-        cam.activations_and_grads.release()
-    return torch.from_numpy(np.asarray(maps, dtype=np.float32))
-
-
-def layer_activation(module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The output of ``layer`` for ``x``, cloned before any later operation can touch it."""
-    captured: list[torch.Tensor] = []
-    handle = module.get_submodule(layer).register_forward_hook(
-        lambda _m, _i, out: captured.append(out.detach().clone())
-    )
-    try:
-        with torch.no_grad():
-            module(x)
-    finally:
-        handle.remove()
-    return captured[0]
-
-
-def non_constant(maps: torch.Tensor) -> torch.Tensor:
-    """Per map: does it span more than half of [0, 1] (minmax-scaled, not empty)?"""
-    flat = maps.flatten(1)
-    return (flat.amax(dim=1) - flat.amin(dim=1)) > 0.5
-
-
-def max_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((actual.float() - expected.float()).abs().max())
 
 
 @pytest.mark.parametrize("method", list(GRADIENT_CAMS))

@@ -9,15 +9,14 @@ channels first. Every model's default layer has a 4x4 grid.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+import parity_rows
 import torch
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from parity_rows import Reshape, layer_activation, max_difference, non_constant
 from torch import nn
 
-Reshape = Callable[[torch.Tensor], torch.Tensor]
+__all__ = ["RECIPES", "max_difference", "non_constant", "reference_heatmaps", "reshaped_activation"]
 GRID = (4, 4)
 
 
@@ -59,47 +58,12 @@ def reference_heatmaps(
     x: torch.Tensor,
     classes: list[int],
 ) -> torch.Tensor:
-    """pytorch-grad-cam's heatmaps ``(N, H, W)``: sample ``i`` of ``x`` for ``classes[i]``.
-
-    An input that requires grad makes the frozen reference's layer output require
-    grad, which pytorch-grad-cam needs to hook the layer's gradient.
-    """
-    cam = cam_class(
-        model=reference, target_layers=[reference.get_submodule(layer)], reshape_transform=reshape
-    )
-    try:
-        maps = cam(
-            input_tensor=x.clone().requires_grad_(True),
-            targets=[ClassifierOutputTarget(c) for c in classes],
-        )
-    finally:
-        cam.activations_and_grads.release()
-    return torch.from_numpy(np.asarray(maps, dtype=np.float32))
+    """pytorch-grad-cam's heatmaps ``(N, H, W)`` with the model's ``reshape_transform``."""
+    return parity_rows.reference_heatmaps(cam_class, reference, layer, x, classes, reshape=reshape)
 
 
 def reshaped_activation(
     module: nn.Module, layer: str, reshape: Reshape, x: torch.Tensor
 ) -> torch.Tensor:
     """The reshaped output of ``layer`` for ``x``, cloned before a later operation can touch it."""
-    captured: list[torch.Tensor] = []
-    handle = module.get_submodule(layer).register_forward_hook(
-        lambda _m, _i, out: captured.append(reshape(out.detach().clone()))
-    )
-    try:
-        with torch.no_grad():
-            module(x)
-    finally:
-        handle.remove()
-    return captured[0]
-
-
-def non_constant(maps: torch.Tensor) -> torch.Tensor:
-    """Per map: does it span more than half of [0, 1] (minmax-scaled, not empty)?"""
-    flat = maps.flatten(1)
-    return (flat.amax(dim=1) - flat.amin(dim=1)) > 0.5
-
-
-def max_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """The largest absolute difference of two tensors of the same shape."""
-    assert actual.shape == expected.shape, f"shapes differ: {actual.shape} vs {expected.shape}"
-    return float((actual.float() - expected.float()).abs().max())
+    return layer_activation(module, layer, x, reshape=reshape)
