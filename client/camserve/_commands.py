@@ -141,6 +141,7 @@ def explain(args: argparse.Namespace, client: ExplainClient) -> int:
             bar,
             targets=args.target,
             layer=args.layer,
+            faithfulness=_score_names(args.faithfulness),
         )
     finally:
         bar.close()
@@ -153,8 +154,21 @@ def explain(args: argparse.Namespace, client: ExplainClient) -> int:
             continue
         target = _unique_path(out, f"{path.stem}_{args.method}", used)
         overlay(path, outcome.heatmap, colormap=args.colormap, alpha=args.alpha).save(target)
-        print(f"{path} -> {target}  {_top(outcome)}")
+        print(f"{path} -> {target}  {_top(outcome)}{_scores(outcome, args.faithfulness)}")
     return 1 if failed else 0
+
+
+def _score_names(flag: str | None) -> list[str]:
+    """The names of ``--faithfulness`` (comma-separated), each once."""
+    return list(dict.fromkeys(n.strip() for n in (flag or "").split(",") if n.strip()))
+
+
+def _scores(ex: Explanation, flag: str | None) -> str:
+    """The faithfulness scores asked by ``--faithfulness``, as ``  name value`` pairs."""
+    names = _score_names(flag)
+    found = [(k, v) for k, v in ex.metrics.items() if k.partition("/")[0] in names]
+    found.sort(key=lambda item: (names.index(item[0].partition("/")[0]), item[0]))
+    return "".join(f"  {name} {value:.4f}" for name, value in found)
 
 
 def _thumbnail(path: Path) -> Any:

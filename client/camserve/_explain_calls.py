@@ -29,6 +29,9 @@ def explain(
     size: tuple[int, int] | None = None,
     dtype: str = "float32",
     return_raw: bool = False,
+    faithfulness: Sequence[str] = (),
+    faithfulness_steps: int = 0,
+    faithfulness_percentile: int = 0,
     request_id: str = "",
     timeout: float | None = None,
 ) -> Unary[Explanation]:
@@ -40,6 +43,12 @@ def explain(
     (see ``methods()``). ``size=(height, width)`` sets the heatmaps' size (default:
     the image's); ``dtype`` their wire type ("float32", "float16" or "uint8": the
     result is float32 in [0, 1] either way); ``return_raw`` adds ``Explanation.raw``.
+
+    ``faithfulness`` names scores to compute with each map ("deletion", "insertion",
+    "drop_in_confidence", "increase_in_confidence", "road_morf", "road_lerf"); they come
+    back in ``Explanation.metrics`` under their names ("<name>/<class>" with several
+    targets). ``faithfulness_steps`` (deletion and insertion, [2, 256]) and
+    ``faithfulness_percentile`` (ROAD, [1, 99]) default to the server's 20 and 80 at 0.
     """
     template = _inputs.explain_template(
         model=model,
@@ -52,6 +61,7 @@ def explain(
         dtype=dtype,
         return_raw=return_raw,
     )
+    _ask_faithfulness(template, faithfulness, faithfulness_steps, faithfulness_percentile)
     build = functools.partial(_inputs.with_input, template, image, tensor, request_id)
     return Unary(
         lambda s: s.explain.Explain, build, results.explanation, timeout, reads_images=True
@@ -101,7 +111,8 @@ def explain_many(
 
     Results come back in input order. Each item is an image as for ``explain``, or a
     floating-point array, taken as a preprocessed tensor. ``kwargs`` are ``explain``'s
-    (``targets``, ``top_k``, ``layer``, ``options``, ``size``, ``dtype``, ``return_raw``).
+    (``targets``, ``top_k``, ``layer``, ``options``, ``size``, ``dtype``, ``return_raw``,
+    ``faithfulness``, ``faithfulness_steps``, ``faithfulness_percentile``).
 
     ``raise_errors=True`` (default): the first failure cancels the stream and is
     raised, its ``index`` set to the item's position. ``raise_errors=False``: a failed
@@ -109,7 +120,9 @@ def explain_many(
     total)`` is called after each item. The stream's deadline is ``timeout`` (default:
     the client's timeout for each wave of ``concurrency`` items).
     """
+    scores = [kwargs.pop(name, default) for name, default in _FAITHFULNESS_DEFAULTS.items()]
     template = _inputs.explain_template(model=model, method=method, **kwargs)
+    _ask_faithfulness(template, *scores)
     run = ManyRun(
         images, template, concurrency=concurrency, raise_errors=raise_errors, progress=progress
     )
@@ -181,6 +194,26 @@ def health(service: str = "", *, timeout: float | None = None) -> Unary[str]:
     """The server's health status: "SERVING", "NOT_SERVING", "UNKNOWN" or
     "SERVICE_UNKNOWN" ("" asks about the whole server)."""
     return Unary(lambda s: s.health, lambda: service, str, timeout)
+
+
+_FAITHFULNESS_DEFAULTS: dict[str, Any] = {
+    "faithfulness": (),
+    "faithfulness_steps": 0,
+    "faithfulness_percentile": 0,
+}
+
+
+def _ask_faithfulness(
+    request: pb.ExplainRequest, names: Sequence[str], steps: int, percentile: int
+) -> None:
+    """Add the faithfulness scores and their settings to ``request`` (the server checks
+    the names and ranges)."""
+    if isinstance(names, str):
+        names = [names]
+    request.faithfulness.extend(str(name) for name in names)
+    if steps or percentile:
+        request.faithfulness_options.steps = int(steps)
+        request.faithfulness_options.percentile = int(percentile)
 
 
 def _model_infos(reply: pb.ListModelsResponse) -> list[ModelInfo]:

@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--target", type=int, help="class to explain (default: the top class)")
     sub.add_argument("--layer", help="layer to read (default: the model's)")
     sub.add_argument("--alpha", type=unit, default=0.5, help="overlay opacity (default 0.5)")
+    sub.add_argument(
+        "--faithfulness",
+        metavar="SCORES",
+        help="comma-separated faithfulness scores to print with each map (deletion, "
+        "insertion, drop_in_confidence, increase_in_confidence, road_morf, road_lerf)",
+    )
     model_options(sub)
 
     sub = command("report", _commands.report, "write an HTML report comparing methods")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidArgument, choices
+from .faithfulness import Faithfulness, faithfulness_request
 from .methods import Method, TargetRequest, get_method
 from .methods.base import validate_targets
 from .models.loading import LoadedModel
@@ -51,7 +52,8 @@ class Output:
 @dataclass(frozen=True)
 class Plan:
     """What to run for one request: model, method object, layer, targets and options,
-    all resolved and valid, and the shape of the answer."""
+    all resolved and valid, the shape of the answer, and the faithfulness scores to
+    compute with its maps (None: none)."""
 
     model: LoadedModel
     method: Method
@@ -60,6 +62,7 @@ class Plan:
     options: Options
     output: Output
     deadline: float | None
+    faithfulness: Faithfulness | None = None
 
     @property
     def cache_layer(self) -> str | None:
@@ -90,6 +93,7 @@ def make_plan(query: ExplainQuery, loaded: LoadedModel, limits: Limits) -> Plan:
     layer = None
     if method.uses_layer and (query.layer or not method.own_default_layer):
         layer = loaded.primary.resolve_layer(query.layer)
+    faithfulness = _faithfulness(method, query)
     return Plan(
         model=loaded,
         method=method,
@@ -98,7 +102,22 @@ def make_plan(query: ExplainQuery, loaded: LoadedModel, limits: Limits) -> Plan:
         options=tuple(sorted((k, _hashable(v)) for k, v in options.items())),
         output=output,
         deadline=query.deadline,
+        faithfulness=faithfulness,
     )
+
+
+def _faithfulness(method: Method, query: ExplainQuery) -> Faithfulness | None:
+    """The faithfulness scores asked for, checked; only a method with a map per target
+    class has maps to score."""
+    request = faithfulness_request(
+        query.faithfulness, query.faithfulness_steps, query.faithfulness_percentile
+    )
+    if request is not None and not method.uses_targets:
+        raise InvalidArgument(
+            f"method {method.id!r} makes no map per target class: faithfulness scores "
+            f"({', '.join(request.scores)}) need one"
+        )
+    return request
 
 
 def _check_reply_size(

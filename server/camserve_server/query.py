@@ -78,3 +78,6 @@ class ExplainQuery:
     dtype: str = "float32"
     return_raw: bool = False
     deadline: float | None = None
+    faithfulness: tuple[str, ...] = ()
+    faithfulness_steps: int = 0  # 0: the default
+    faithfulness_percentile: int = 0  # 0: the default

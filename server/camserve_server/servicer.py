@@ -63,6 +63,9 @@ def to_query(request: pb.ExplainRequest, deadline: float | None) -> ExplainQuery
         dtype=_DTYPES[out.dtype],
         return_raw=out.return_raw,
         deadline=deadline,
+        faithfulness=tuple(request.faithfulness),
+        faithfulness_steps=request.faithfulness_options.steps,
+        faithfulness_percentile=request.faithfulness_options.percentile,
     )
 
 

@@ -339,6 +339,8 @@ class ExplainRequest(_message.Message):
     LAYER_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    FAITHFULNESS_FIELD_NUMBER: _builtins.int
+    FAITHFULNESS_OPTIONS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Caller-chosen identifier, echoed in the reply (and in ExplainStream, in
     the `ExplainStreamResponse`). Optional for Explain; in a stream, make it
@@ -376,6 +378,26 @@ class ExplainRequest(_message.Message):
         capped at 1024), float32, no raw.
         """
 
+    @_builtins.property
+    def faithfulness(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Faithfulness scores to compute with each heatmap, by name: "deletion",
+        "insertion" (areas under the target's probability as the map's most
+        relevant pixels are removed or restored), "drop_in_confidence",
+        "increase_in_confidence" (the input multiplied by the map), "road_morf",
+        "road_lerf" (ROAD: the most or least relevant pixels imputed); definitions
+        in docs/methods.md, "Faithfulness". Each comes back in
+        ExplainResponse.metrics under its name, or "<name>/<class>" with several
+        targets. Each costs forward passes of perturbed inputs (deletion and
+        insertion about `steps` per target, the others one per target), so such a
+        request is batched with the heavy methods. Empty = none. An unknown name,
+        or a method with no map per target class (MethodInfo.uses_targets false),
+        is INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def faithfulness_options(self) -> Global___FaithfulnessOptions:
+        """How the faithfulness scores are computed. Unset = the defaults."""
+
     def __init__(
         self,
         *,
@@ -387,14 +409,49 @@ class ExplainRequest(_message.Message):
         layer: _builtins.str = ...,
         options: _abc.Mapping[_builtins.str, Global___OptionValue] | None = ...,
         output: Global___OutputOptions | None = ...,
+        faithfulness: _abc.Iterable[_builtins.str] | None = ...,
+        faithfulness_options: Global___FaithfulnessOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "output", b"output", "targets", b"targets"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["faithfulness_options", b"faithfulness_options", "input", b"input", "output", b"output", "targets", b"targets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "layer", b"layer", "method", b"method", "model", b"model", "options", b"options", "output", b"output", "request_id", b"request_id", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faithfulness", b"faithfulness", "faithfulness_options", b"faithfulness_options", "input", b"input", "layer", b"layer", "method", b"method", "model", b"model", "options", b"options", "output", b"output", "request_id", b"request_id", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExplainRequest: _TypeAlias = ExplainRequest  # noqa: Y015
+
+@_typing.final
+class FaithfulnessOptions(_message.Message):
+    """Settings of the faithfulness scores (ExplainRequest.faithfulness)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    PERCENTILE_FIELD_NUMBER: _builtins.int
+    steps: _builtins.int
+    """Deletion and insertion: the number of steps of each curve, in [2, 256];
+    ceil(H * W / steps) pixels are removed or restored per step. 0 = 20.
+    """
+    percentile: _builtins.int
+    """ROAD: a percentile p of the map's values, in [1, 99]. road_morf imputes
+    the pixels at or above the map's p-th percentile (the (100 - p)% most
+    relevant), road_lerf those at or below its (100 - p)-th percentile (the
+    (100 - p)% least relevant), as pytorch-grad-cam's ROADMostRelevantFirst(p)
+    and ROADLeastRelevantFirst(p) do. 0 = 80.
+    """
+    def __init__(
+        self,
+        *,
+        steps: _builtins.int = ...,
+        percentile: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["percentile", b"percentile", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaithfulnessOptions: _TypeAlias = FaithfulnessOptions  # noqa: Y015
 
 @_typing.final
 class Heatmap(_message.Message):

@@ -1,7 +1,7 @@
 """Dynamic batching: requests that can share a pass wait briefly for each other.
 
 Requests are grouped by what must be equal to run in one batch (model, method,
-layer, options and input size). A group flushes when it holds
+layer, options, input size and faithfulness scores). A group flushes when it holds
 ``max_batch_size`` requests or its oldest one has waited ``max_delay``; the
 worker that asks next gets the ready group with the oldest request. The queue
 is bounded: past ``queue_size`` a request is refused at once.
@@ -24,24 +24,28 @@ from typing import Any
 import torch
 
 from ..errors import Overloaded
+from ..faithfulness import Faithfulness
 from ..methods import CachedLayer, Method, TargetRequest
 
 
 @dataclass(frozen=True)
 class GroupKey:
     """What requests must share to run in one batch: model, the method itself (its
-    registered object), layer, parsed options and input shape ``(3, H, W)``."""
+    registered object), layer, parsed options, input shape ``(3, H, W)`` and the
+    faithfulness scores computed with the maps (None: none)."""
 
     model: str
     method: Method
     layer: str | None
     options: tuple[tuple[str, Any], ...]
     shape: tuple[int, ...]
+    faithfulness: Faithfulness | None = None
 
     @property
     def heavy(self) -> bool:
-        """The lane: many passes per image (``Method.heavy``) or light."""
-        return self.method.heavy
+        """The lane: many passes per image (``Method.heavy``, or faithfulness scores, which
+        run perturbed copies of every input) or light."""
+        return self.method.heavy or self.faithfulness is not None
 
 
 @dataclass(eq=False)

@@ -1,6 +1,6 @@
 """Every Prometheus object the server exports, declared once, with low-cardinality labels.
 
-Labels are model, method, code, tier and kind: never an image hash or a request id.
+Labels are model, method, code, tier, kind and score: never an image hash or a request id.
 The standard gRPC server metrics are named and labelled as go-grpc-prometheus and
 py-grpc-prometheus name them: ``grpc_type`` as go-grpc-prometheus writes it (``unary``),
 ``grpc_code`` as py-grpc-prometheus does (the status name: ``OK``, ``INVALID_ARGUMENT``).
@@ -9,18 +9,25 @@ Each server owns its registry, so several servers can run in one process (tests)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Faithfulness scores: areas and probabilities in [0, 1], probability changes in [-1, 1].
+# With negative bounds the histogram exports no _sum (OpenMetrics): buckets and _count.
+SCORE_BUCKETS = (
+    -1, -0.5, -0.25, -0.1, -0.05, -0.01, 0,
+    0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1,
+)  # fmt: skip
 
 # Names used by the deployment manifests and dashboards (deploy/ reads them from here).
 REQUEST_LATENCY = "camserve_request_latency_seconds"
 QUEUE_DEPTH = "camserve_queue_depth"
 INFLIGHT = "camserve_inflight_requests"
 BATCH_SIZE = "camserve_batch_size"
+FAITHFULNESS_SCORE = "camserve_faithfulness_score"
 GRPC_STARTED = "grpc_server_started_total"
 GRPC_HANDLED = "grpc_server_handled_total"
 GRPC_HANDLING = "grpc_server_handling_seconds"
@@ -135,6 +142,14 @@ class Metrics:
             registry=r,
         )
 
+        self.faithfulness = Histogram(
+            FAITHFULNESS_SCORE,
+            "Faithfulness scores of the maps answered, by score (docs/methods.md).",
+            ["model", "method", "score"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+
         self.set_images = Counter(
             "camserve_set_images_total",
             "Images sent to image sets, by outcome (indexed, skipped, failed).",
@@ -216,6 +231,15 @@ class Metrics:
             method if method in self._methods else UNKNOWN,
             code,
         ).observe(seconds)
+
+    def observe_faithfulness(
+        self, model: str, method: str, scores: Mapping[str, Iterable[float]]
+    ) -> None:
+        """Record every value of every score of one answer (one value per target)."""
+        for score, values in scores.items():
+            series = self.faithfulness.labels(model, method, score)
+            for value in values:
+                series.observe(value)
 
     # The cache's observer interface.
     def on_hit(self, tier: str) -> None:

@@ -6,8 +6,9 @@ lanes, light methods and heavy ones, each in its own thread; both hold the
 device's ``DeviceSlot`` while they compute, light batches first, and a heavy
 batch hands the device over between its chunks whenever a light batch waits.
 Jobs and indexing run one short step at a time through ``run_step``, behind
-both. A failure fails only the requests it must: out of memory splits the
-batch and retries the halves; any other error retries each request alone.
+both. Faithfulness scores run after the method, in the same batch (heavy lane). A
+failure fails only the requests it must: out of memory splits the batch and retries
+the halves; any other error retries each request alone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TypeVar
 import torch
 
 from ..errors import CamserveError, DeadlineExceeded, InternalError, Overloaded, Unavailable
+from ..faithfulness import add_faithfulness
 from ..methods import BatchResult
 from ..methods.base import BatchInput
 from ..methods.chunking import between_chunks
@@ -242,7 +244,21 @@ class DeviceWorker:
         threads = self.threads.single() if _head_only(items, model) else self.threads.full()
         with mixed_precision(model.device, self.autocast), threads:
             result = run_batch(group.method, batch)
+            if group.faithfulness is not None:
+                if any(item.x is None for item in items):
+                    raise InternalError("faithfulness scores need every input's pixels")
+                add_faithfulness(
+                    group.faithfulness,
+                    model,
+                    x,
+                    result.samples,
+                    logits_in_float32=self.autocast is None,
+                )
         outcomes = self._unpack(result, items)
+        if group.faithfulness is not None:
+            for outcome in outcomes:
+                scores = {name: outcome.metrics[name] for name in group.faithfulness.scores}
+                self.metrics.observe_faithfulness(group.model, group.method.id, scores)
         if self.cache is not None and group.method.caches_layer:
             self.cache.write_back(result, items)
         if model.device.type == "cuda":
@@ -310,11 +326,13 @@ def _abandoned(items: list[WorkItem]) -> bool:
 
 def _head_only(items: list[WorkItem], model: ExplainableModel) -> bool:
     """Whether a CPU batch is all cache hits of a light method that reads no pixels on a
-    hit: its work is the head after the layer, too small for the intra-op team."""
-    method = items[0].group.method
+    hit, without faithfulness scores: its work is the head after the layer, too small for
+    the intra-op team."""
+    group = items[0].group
+    method = group.method
     return (
         model.device.type == "cpu"
-        and not method.heavy
+        and not group.heavy
         and not method.pixels_on_cache_hit
         and all(item.cached is not None for item in items)
     )
