@@ -176,7 +176,7 @@ class ExplainService:
         encoded = source.encoded
         if plan.cache_layer is None or encoded is None or len(encoded) > SMALL_PAYLOAD_BYTES:
             return None
-        if self._reads_pixels_on_hit(plan):
+        if self.cache.reads_pixels_on_hit(plan):
             return None
         key = self.cache.key(plan, source)
         cached = self.cache.find_in_memory(key)
@@ -191,14 +191,9 @@ class ExplainService:
             return self._decode(plan.model, source), None, None
         key = missed_in_memory or self.cache.key(plan, source)
         cached = self.cache.find(key, memory_missed=missed_in_memory is not None)
-        if cached is None or self._reads_pixels_on_hit(plan):
+        if cached is None or self.cache.reads_pixels_on_hit(plan):
             return self._decode(plan.model, source), cached, key
         return self._header_only(plan, source), cached, key
-
-    def _reads_pixels_on_hit(self, plan: Plan) -> bool:
-        """Whether a cache hit still needs the decoded input: the method's or the cache's
-        reason (``reads_pixels_on_hit``), or faithfulness scores, which perturb the pixels."""
-        return plan.faithfulness is not None or self.cache.reads_pixels_on_hit(plan)
 
     def _decode(self, loaded: LoadedModel, source: ImageSource) -> PreparedInput:
         """Decode and preprocess (or validate a tensor): the full path of a cache miss."""

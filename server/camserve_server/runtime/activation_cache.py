@@ -71,10 +71,11 @@ class ActivationCache:
     @staticmethod
     def reads_pixels_on_hit(plan: Plan) -> bool:
         """Whether a hit still needs the decoded input: the method masks pixels (Score-CAM),
-        or it runs the head after the layer and the model's head is not known yet (the
-        fallback substitutes the activation in a full forward)."""
+        faithfulness scores perturb them, or the method runs the head after the layer and
+        the model's head is not known yet (the fallback substitutes the activation in a
+        full forward)."""
         method = plan.method
-        if method.pixels_on_cache_hit:
+        if method.pixels_on_cache_hit or plan.faithfulness is not None:
             return True
         layer = plan.cache_layer
         assert layer is not None
