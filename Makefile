@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install camserve with its server and test extras
 
-demo: venv ## start the server, explain the sample images, write overlays under out/
+demo: venv ## start the server, explain the samples, write figures and an HTML report under out/
 	$(PY) -m camserve_server.demo.run --out out
 
 test: venv lint ## lint, type-check and run the whole test suite

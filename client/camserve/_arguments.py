@@ -1,11 +1,11 @@
-"""What the CLI's command modules share: the handler and registration types, and number
-arguments checked by argparse."""
+"""What the CLI's command modules share: the handler and registration types, and the
+argument parsers argparse calls (numbers, index ranges, fractions, ``name=value`` options)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from camserve.client import ExplainClient
 
@@ -15,6 +15,13 @@ AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
 """``command(name, handler, help)``: adds a command; its parser comes back for the flags."""
 
 Number = TypeVar("Number", int, float)
+
+
+class CommandError(Exception):
+    """A failure to report as one line: bad paths, unknown model, method or option."""
+
+
+MAX_INDICES = 1024  # the most channels or classes one argument may name
 
 
 def checked(
@@ -39,5 +46,76 @@ def checked(
 positive = checked(float, lambda value: value > 0, "positive")
 count = checked(int, lambda value: value >= 1, "at least 1")
 unit = checked(float, lambda value: 0.0 <= value <= 1.0, "in [0, 1]")
+percent = checked(float, lambda value: 0.0 <= value < 100.0, "in [0, 100)")
 
-__all__ = ["AddCommand", "Handler", "checked", "count", "positive", "unit"]
+
+def parse_indices(text: str) -> list[int]:
+    """``"0-15"``, ``"3"`` or ``"0,4,8-11"`` as a list of indices, in the order given."""
+    indices: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an index or range: {part!r}") from None
+        if low < 0 or high < low:
+            raise argparse.ArgumentTypeError(f"bad range {part!r}: need 0 <= first <= last")
+        indices.extend(range(low, high + 1))
+        if len(indices) > MAX_INDICES:
+            raise argparse.ArgumentTypeError(f"at most {MAX_INDICES} indices")
+    if not indices:
+        raise argparse.ArgumentTypeError(f"no index in {text!r}")
+    return indices
+
+
+def parse_fraction(text: str) -> float:
+    """A number, or a fraction such as ``8/255``."""
+    numerator, slash, denominator = text.partition("/")
+    try:
+        value = float(numerator) / float(denominator) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
+    return value
+
+
+def _number(text: str) -> int | float:
+    value = parse_fraction(text)
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``name=value``: a number where the value reads as one (``8/255`` too), a list of
+    numbers for ``12,12``, true/false, else text."""
+    name, equals, raw = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"options are name=value, got {text!r}")
+    value: Any = raw.strip()
+    if value.lower() in ("true", "false"):
+        return name.strip(), value.lower() == "true"
+    try:
+        if "," in value:
+            value = [_number(part.strip()) for part in value.split(",")]
+        else:
+            value = _number(value)
+    except argparse.ArgumentTypeError:
+        value = raw.strip()
+    return name.strip(), value
+
+
+__all__ = [
+    "AddCommand",
+    "CommandError",
+    "Handler",
+    "checked",
+    "count",
+    "parse_fraction",
+    "parse_indices",
+    "parse_option",
+    "percent",
+    "positive",
+    "unit",
+]

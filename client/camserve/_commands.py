@@ -1,6 +1,7 @@
 """The CLI's commands: each takes parsed arguments and a client, prints, and returns an exit code.
 
-``camserve.render`` (and so Pillow) is imported only by the commands that draw.
+``camserve.render`` (and so Pillow) is imported only by the commands that draw;
+``report`` is in ``_report_command``, what ``explain`` writes in ``_explain_outputs``.
 """
 
 from __future__ import annotations
@@ -15,18 +16,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from camserve._arguments import CommandError
 from camserve._many import Outcome
+from camserve._method_options import method_infos, split_options
 from camserve._progress import ProgressBar
 from camserve.client import ExplainClient
 from camserve.errors import CamserveError
 from camserve.results import Explanation, ModelInfo
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-REPORT_SIDE = 384  # longest side of each picture in an HTML report, in pixels
-
-
-class CommandError(Exception):
-    """A failure to report as one line: bad paths, unknown model or method."""
 
 
 def _err(message: str) -> None:
@@ -79,36 +77,38 @@ def resolve_model(
 
 def check_colormap(name: str) -> None:
     """Refuse an unknown colormap before any work is done."""
-    from camserve.render import COLORMAP_NAMES
+    from camserve.render import COLORMAP_NAMES, is_colormap
 
-    if name not in COLORMAP_NAMES:
-        raise CommandError(f"unknown colormap {name!r}; choices: {', '.join(COLORMAP_NAMES)}")
+    if not is_colormap(name):
+        raise CommandError(
+            f"unknown colormap {name!r}; choices: {', '.join(COLORMAP_NAMES)} "
+            "(or any matplotlib colormap, with the plots extra)"
+        )
 
 
-def _unique_path(folder: Path, stem: str, used: set[Path]) -> Path:
-    path, n = folder / f"{stem}.png", 1
-    while path in used:
-        n += 1
-        path = folder / f"{stem}-{n}.png"
-    used.add(path)
-    return path
+def chosen_targets(args: argparse.Namespace) -> list[int] | None:
+    """``--targets``, else ``--target``, else None (the top class)."""
+    if getattr(args, "targets", None):
+        return list(args.targets)
+    target = getattr(args, "target", None)
+    return None if target is None else [target]
 
 
 def _top(ex: Explanation) -> str:
     return f"{ex.top.name} {ex.top.probability:.3f}" if ex.scores else ""
 
 
-def _explain_files(
+def explain_files(
     client: ExplainClient,
     paths: Sequence[Path],
     model: str,
     method: str,
     concurrency: int,
     bar: ProgressBar,
-    **options: Any,
+    **request: Any,
 ) -> list[Outcome]:
     """Each file explained as uint8 heatmaps, ``concurrency`` in flight, ``bar`` advanced;
-    a failure stays in its file's place."""
+    a failure stays in its file's place. ``request``: ``explain_many``'s other arguments."""
     return client.explain_many(
         [str(p) for p in paths],
         model=model,
@@ -117,44 +117,59 @@ def _explain_files(
         concurrency=concurrency,
         raise_errors=False,
         progress=bar,
-        **options,
+        **request,
     )
 
 
 def explain(args: argparse.Namespace, client: ExplainClient) -> int:
-    """One overlay PNG per image in ``--out``."""
-    from camserve.render import overlay
+    """A figure per image (``--plain``: the bare overlay), or, for the methods that explain
+    no class, their own pictures and files (see ``_explain_outputs``)."""
+    from camserve import _explain_outputs as outputs
+    from camserve.render import PLOTS_EXTRA_HINT, has_matplotlib
 
     check_colormap(args.colormap)
     info = resolve_model(client, args.model, [args.method])
     paths = collect_images(args.images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    bar = ProgressBar("explain", len(paths))
+    method = method_infos(client).get(args.method)
+    if method is None:
+        raise CommandError(f"the server lists no method {args.method!r}")
+    options = split_options(args.option, [method], info)[method.id]
+    out = outputs.Destination(Path(args.out))
+    out.folder.mkdir(parents=True, exist_ok=True)
+    if method.id in outputs.ACTIVATION_METHODS:
+        return outputs.explain_without_classes(client, info, method.id, args, options, paths, out)
+    rich = not args.plain and has_matplotlib()
+    if not args.plain and not rich:
+        _err(f"writing bare overlays: captioned figures need matplotlib; {PLOTS_EXTRA_HINT}")
+    drawn = 2 if rich else 1  # a figure takes a while: drawing counts as a step too
+    bar = ProgressBar("explain", drawn * len(paths), unit="step")
+    failed = 0
     try:
-        outcomes = _explain_files(
+        outcomes = explain_files(
             client,
             paths,
             info.name,
             args.method,
             args.concurrency,
             bar,
-            targets=args.target,
+            targets=chosen_targets(args),
             layer=args.layer,
             faithfulness=_score_names(args.faithfulness),
+            options=options or None,
+            return_raw=rich and outputs.wants_raw(method),
         )
+        bar.offset = len(paths)
+        for done, (path, outcome) in enumerate(zip(paths, outcomes, strict=True), start=1):
+            if isinstance(outcome, CamserveError):
+                _err(f"{path}: {outcome.code.name}: {outcome.details}")
+                failed += 1
+                continue
+            written = outputs.save_maps(path, outcome, out, args, rich)
+            bar.print(f"{path} -> {', '.join(str(p) for p in written)}  {_top(outcome)}")
+            if rich:
+                bar(done)
     finally:
         bar.close()
-    used: set[Path] = set()
-    failed = 0
-    for path, outcome in zip(paths, outcomes, strict=True):
-        if isinstance(outcome, CamserveError):
-            _err(f"{path}: {outcome.code.name}: {outcome.details}")
-            failed += 1
-            continue
-        target = _unique_path(out, f"{path.stem}_{args.method}", used)
-        overlay(path, outcome.heatmap, colormap=args.colormap, alpha=args.alpha).save(target)
-        print(f"{path} -> {target}  {_top(outcome)}{_scores(outcome, args.faithfulness)}")
     return 1 if failed else 0
 
 
@@ -171,59 +186,6 @@ def _scores(ex: Explanation, flag: str | None) -> str:
     return "".join(f"  {name} {value:.4f}" for name, value in found)
 
 
-def _thumbnail(path: Path) -> Any:
-    from camserve.render import to_pil
-
-    image = to_pil(path)
-    image.thumbnail((REPORT_SIDE, REPORT_SIDE))
-    return image
-
-
-def report(args: argparse.Namespace, client: ExplainClient) -> int:
-    """A self-contained HTML report: each image with its predictions and one overlay per method."""
-    from camserve.render import ReportEntry, html_report, overlay
-
-    check_colormap(args.colormap)
-    methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
-    if not methods:
-        raise CommandError("--methods names no method")
-    info = resolve_model(client, args.model, methods)
-    paths = collect_images([args.folder])
-    bar = ProgressBar("report", len(paths) * len(methods))
-    by_method: dict[str, list[Explanation | CamserveError]] = {}
-    try:
-        for k, method in enumerate(methods):
-            bar.offset = k * len(paths)
-            by_method[method] = _explain_files(
-                client, paths, info.name, method, args.concurrency, bar
-            )
-    finally:
-        bar.close()
-    entries = []
-    failed = 0
-    for i, path in enumerate(paths):
-        image = _thumbnail(path)
-        overlays = {}
-        predictions: list[tuple[str, float]] = []
-        for method in methods:
-            outcome = by_method[method][i]
-            if isinstance(outcome, CamserveError):
-                _err(f"{path} ({method}): {outcome.code.name}: {outcome.details}")
-                failed += 1
-                continue
-            overlays[method] = overlay(image, outcome.heatmap, colormap=args.colormap)
-            if not predictions:
-                predictions = [(s.name, s.probability) for s in outcome.scores]
-        entries.append(ReportEntry(path.name, image, predictions, overlays))
-    title = args.title or f"camserve: {info.name}, {', '.join(methods)}"
-    target = Path(args.out)
-    if target.parent != Path():
-        target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(html_report(entries, title=title), encoding="utf-8")
-    print(f"{len(entries)} images, {len(methods)} methods -> {target}")
-    return 1 if failed else 0
-
-
 def _prediction_method(info: ModelInfo) -> str:
     for method in ("cam", "gradcam"):
         if method in info.methods:
@@ -233,9 +195,13 @@ def _prediction_method(info: ModelInfo) -> str:
 
 def embed(args: argparse.Namespace, client: ExplainClient) -> int:
     """Embed every image of a folder; optionally plot them (PCA) and save the vectors."""
+    from camserve.render import PLOTS_EXTRA_HINT, has_matplotlib
+
+    if args.plot and not has_matplotlib():
+        raise CommandError(f"--plot needs matplotlib; {PLOTS_EXTRA_HINT}")
     info = resolve_model(client, args.model)
     paths = collect_images([args.folder])
-    bar = ProgressBar("embed", 2 * len(paths))
+    bar = ProgressBar("embed", 2 * len(paths), unit="call")
 
     def one(path: Path) -> npt.NDArray[np.float32] | CamserveError:
         try:
@@ -253,7 +219,7 @@ def embed(args: argparse.Namespace, client: ExplainClient) -> int:
                 bar(len(vectors))
         bar.offset = len(paths)
         method = _prediction_method(info)
-        predicted = _explain_files(
+        predicted = explain_files(
             client, paths, info.name, method, args.concurrency, bar, size=(1, 1)
         )
     finally:
@@ -281,7 +247,10 @@ def embed(args: argparse.Namespace, client: ExplainClient) -> int:
         from camserve.render import embedding_scatter, pca_2d
 
         labels = info.labels or None
-        embedding_scatter(pca_2d(matrix), np.array(classes), labels=labels).save(args.plot)
+        title = f"{info.name} embeddings by predicted class, PCA"
+        embedding_scatter(pca_2d(matrix), np.array(classes), labels=labels, title=title).save(
+            args.plot
+        )
         print(f"plot -> {args.plot}")
     return 1 if failed else 0
 
@@ -317,12 +286,13 @@ def health(args: argparse.Namespace, client: ExplainClient) -> int:
 __all__ = [
     "CommandError",
     "check_colormap",
+    "chosen_targets",
     "collect_images",
     "embed",
     "explain",
+    "explain_files",
     "health",
     "methods",
     "models",
-    "report",
     "resolve_model",
 ]

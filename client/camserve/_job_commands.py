@@ -16,64 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from camserve._arguments import AddCommand
+from camserve._arguments import AddCommand, parse_fraction, parse_indices, parse_option
 from camserve._commands import CommandError, resolve_model
 from camserve._progress import ProgressBar
 from camserve.client import ExplainClient
 from camserve.jobs import VisualizationProgress, VisualizationResult
 from camserve.results import ClassScore, ModelInfo
-
-MAX_INDICES = 1024  # the most channels or classes one grid may ask for
-
-
-def parse_indices(text: str) -> list[int]:
-    """``"0-15"``, ``"3"`` or ``"0,4,8-11"`` as a list of indices, in the order given."""
-    indices: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        first, dash, last = part.partition("-")
-        try:
-            low = int(first)
-            high = int(last) if dash else low
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an index or range: {part!r}") from None
-        if low < 0 or high < low:
-            raise argparse.ArgumentTypeError(f"bad range {part!r}: need 0 <= first <= last")
-        indices.extend(range(low, high + 1))
-        if len(indices) > MAX_INDICES:
-            raise argparse.ArgumentTypeError(f"at most {MAX_INDICES} indices")
-    if not indices:
-        raise argparse.ArgumentTypeError(f"no index in {text!r}")
-    return indices
-
-
-def parse_fraction(text: str) -> float:
-    """A number, or a fraction such as ``8/255``."""
-    numerator, slash, denominator = text.partition("/")
-    try:
-        value = float(numerator) / float(denominator) if slash else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
-    return value
-
-
-def parse_option(text: str) -> tuple[str, Any]:
-    """``name=value``: a number where the value reads as one, true/false, else text."""
-    name, equals, raw = text.partition("=")
-    if not equals or not name.strip():
-        raise argparse.ArgumentTypeError(f"options are name=value, got {text!r}")
-    value: Any = raw.strip()
-    if value.lower() in ("true", "false"):
-        value = value.lower() == "true"
-    else:
-        try:
-            value = parse_fraction(value)
-            value = int(value) if float(value).is_integer() and "." not in raw else value
-        except argparse.ArgumentTypeError:
-            pass
-    return name.strip(), value
 
 
 @dataclass(frozen=True)
@@ -94,7 +42,7 @@ class _JobsProgress:
 
     def __call__(self, event: VisualizationProgress) -> None:
         if self.bar is None:
-            self.bar = ProgressBar(self.label, self.jobs * event.total)
+            self.bar = ProgressBar(self.label, self.jobs * event.total, unit="step")
         self.bar.offset = self.index * event.total
         self.bar(event.step)
 

@@ -29,7 +29,8 @@ def index(
     hash). Images already in the set are skipped; an image that cannot be read or
     decoded fails alone (see ``IndexResult.failures``). ``layers`` default to the
     model's default layer, ``embedding_layer`` to the penultimate representation.
-    ``progress``: True draws a bar on a terminal; a callable gets ``(done, total)``.
+    ``progress``: True draws a bar on a terminal (a line every few seconds in a log); a
+    callable gets ``(done, total)``.
     The call's deadline is ``timeout``, default the client's plus a second per image.
 
     A stream that ends with UNAVAILABLE (the server's maximum connection age, a

@@ -1,7 +1,9 @@
 """``camserve``: explain images, build reports and embedding maps, and inspect a server.
 
-    camserve explain IMAGES... --out DIR [--model M] [--method gradcam] [--target N]
+    camserve explain IMAGES... --out DIR [--model M] [--method gradcam] [--targets 3,5]
+        [--option name=value]...   (every method the server lists; see _explain_outputs)
     camserve report DIR --out report.html [--model M] [--methods gradcam,saliency,occlusion]
+        [--option occlusion.window=8]... [--images-beside]
     camserve embed DIR [--plot map.png] [--save vectors.npz] [--model M]
     camserve index DIR --set S --model M | patches | neighbours IMAGE | map | sets
     camserve visualize --method M --channels 0-15 --out grid.png | adversarial IMAGE --out DIR
@@ -21,8 +23,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from camserve import _commands, _job_commands, _set_commands
-from camserve._arguments import Handler, count, positive, unit
+from camserve import _commands, _job_commands, _report_command, _set_commands
+from camserve._arguments import (
+    CommandError,
+    Handler,
+    count,
+    parse_indices,
+    parse_option,
+    percent,
+    positive,
+    unit,
+)
 from camserve.client import ExplainClient
 from camserve.errors import CamserveError, DeadlineExceededError, UnavailableError
 
@@ -71,28 +82,66 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--colormap", default="jet", help="heatmap colormap (default jet)")
 
-    sub = command("explain", _commands.explain, "write one heatmap overlay PNG per image")
+    def map_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--targets", type=parse_indices, help="classes to explain, e.g. 3 or 0-2,7"
+        )
+        sub.add_argument(
+            "--option",
+            type=parse_option,
+            action="append",
+            metavar="NAME=VALUE",
+            help="a method option (repeatable), e.g. window=8 or occlusion.window=8,8; "
+            "`camserve methods` lists them; occlusion's window defaults to a seventh of "
+            "the model's input side, its stride to half the window",
+        )
+        sub.add_argument("--alpha", type=unit, default=0.5, help="overlay opacity (default 0.5)")
+        sub.add_argument(
+            "--outlier-perc",
+            type=percent,
+            default=2.0,
+            help="signed attributions are scaled to the value under which all but this "
+            "percent of their total lies, and clipped, as Captum does (default 2)",
+        )
+
+    sub = command(
+        "explain",
+        _commands.explain,
+        "draw each image's explanation: a captioned figure with colour scales for maps; "
+        "feature maps, channel profile and filters as figures; embeddings as .npy",
+    )
     sub.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     sub.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     sub.add_argument("--method", default="gradcam", help="explanation method (default gradcam)")
-    sub.add_argument("--target", type=int, help="class to explain (default: the top class)")
-    sub.add_argument("--layer", help="layer to read (default: the model's)")
-    sub.add_argument("--alpha", type=unit, default=0.5, help="overlay opacity (default 0.5)")
+    sub.add_argument("--target", type=int, help="one class to explain (default: the top class)")
+    sub.add_argument("--layer", help="layer to read (default: the method's)")
+    sub.add_argument(
+        "--plain",
+        action="store_true",
+        help="write the bare overlay at the image's size (no caption or scale)",
+    )
     sub.add_argument(
         "--faithfulness",
         metavar="SCORES",
         help="comma-separated faithfulness scores to print with each map (deletion, "
         "insertion, drop_in_confidence, increase_in_confidence, road_morf, road_lerf)",
     )
+    map_options(sub)
     model_options(sub)
 
-    sub = command("report", _commands.report, "write an HTML report comparing methods")
+    sub = command("report", _report_command.report, "write an HTML report comparing methods")
     sub.add_argument("folder", metavar="DIR", help="folder of images")
     sub.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
     sub.add_argument(
         "--methods", default="gradcam,saliency,occlusion", help="comma-separated method ids"
     )
     sub.add_argument("--title", help="report title")
+    sub.add_argument(
+        "--images-beside",
+        action="store_true",
+        help="write the pictures as JPEG files into <FILE stem>_files/ instead of the page",
+    )
+    map_options(sub)
     model_options(sub)
 
     sub = command("embed", _commands.embed, "embed a folder of images; plot a 2-D map")
@@ -146,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handler(args, client)
     except CamserveError as exc:
         message = _describe(exc, server, timeout)
-    except _commands.CommandError as exc:
+    except (CommandError, ImportError) as exc:
         message = str(exc)
     except (OSError, ValueError) as exc:
         message = f"{type(exc).__name__}: {exc}"

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from camserve import _reprs
 from camserve._inputs import OptionDefault, option_from_proto
 from camserve.errors import InternalError
 from camserve.results import ClassScore, class_scores, decoded, from_fields
@@ -39,6 +40,13 @@ class VisualImage:
 
         return Image.fromarray(self.image, mode="RGB")
 
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
+
+    def _repr_png_(self) -> bytes:
+        """The image, for notebooks."""
+        return _reprs.rgb_png(self.image)
+
 
 @dataclass(frozen=True)
 class VisualizationProgress:
@@ -50,6 +58,13 @@ class VisualizationProgress:
     objective: float
     elapsed_ms: float
     preview: ByteArray | None = None
+
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
+
+    def _repr_png_(self) -> bytes | None:
+        """The preview, when this step has one, for notebooks."""
+        return None if self.preview is None else _reprs.rgb_png(self.preview)
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,19 @@ class VisualizationResult:
         from PIL import Image
 
         return Image.fromarray(self.image, mode="RGB")
+
+    def __repr__(self) -> str:
+        top = f"{self.top.name} {self.top.probability:.3f}" if self.scores else "none"
+        return (
+            f"VisualizationResult(model={self.model!r}, method={self.method!r}, "
+            f"layer={self.layer!r}, image={_reprs.brief(self.image)}, top={top!r}, "
+            f"images={sorted(self.images)}, steps={self.steps}, cached={self.cached}, "
+            f"seed={self.seed}, total_ms={self.total_ms:.4g})"
+        )
+
+    def _repr_png_(self) -> bytes:
+        """The picture, for notebooks."""
+        return _reprs.rgb_png(self.image)
 
 
 VisualizationEvent = VisualizationProgress | VisualizationResult

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from camserve import tensors
+from camserve import _reprs, tensors
 from camserve._inputs import HEATMAP_DTYPES, OptionDefault, option_from_proto
 from camserve.errors import InternalError
 from camserve.v1 import explain_pb2 as pb
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+    from PIL import Image as PILImage
 
 FloatArray = npt.NDArray[np.float32]
 Record = TypeVar("Record", bound="DataclassInstance")
@@ -61,6 +62,9 @@ class ClassScore:
     def name(self) -> str:
         """The label, or the index as text when the model has no labels."""
         return self.label or str(self.index)
+
+    def __repr__(self) -> str:
+        return f"ClassScore({self.index}, {self.name!r}, p={self.probability:.4g})"
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,40 @@ class Explanation:
         """The most probable class."""
         return self.scores[0]
 
+    def overlay(
+        self, image: Any, *, target: int = 0, colormap: str = "jet", alpha: float = 0.5
+    ) -> PILImage.Image:
+        """The ``target``-th heatmap over ``image`` (a path, bytes, PIL image or uint8 array),
+        as a PIL image of the image's size (imports ``camserve.render``)."""
+        from camserve.render import overlay
+
+        return overlay(image, self.heatmaps[target], colormap=colormap, alpha=alpha)
+
+    def __repr__(self) -> str:
+        top = f"{self.top.name} {self.top.probability:.3f}" if self.scores else "none"
+        return (
+            f"Explanation(model={self.model!r}, method={self.method!r}, layer={self.layer!r}, "
+            f"targets={_reprs.brief(self.targets)}, labels={_reprs.brief(self.labels)}, "
+            f"heatmaps={_reprs.brief(self.heatmaps)}, raw={_reprs.brief(self.raw)}, "
+            f"top={top!r}, cache_hit={self.cache_hit}, total_ms={self.timings.total_ms:.4g})"
+        )
+
+    def _repr_png_(self) -> bytes | None:
+        """The heatmaps, coloured (jet) side by side, for notebooks; None when there are none."""
+        if self.heatmaps.shape[0] == 0:
+            return None
+        from camserve.render.notebook import heatmaps_png
+
+        return heatmaps_png(self)
+
+    def _repr_html_(self) -> str | None:
+        """Each heatmap with its caption (method, class, probability), for notebooks."""
+        if self.heatmaps.shape[0] == 0:
+            return None
+        from camserve.render.notebook import explanation_html
+
+        return explanation_html(self)
+
 
 def class_scores(messages: Iterable[pb.ClassScore]) -> list[ClassScore]:
     """``ClassScore`` messages as ``ClassScore``s, in their order."""
@@ -176,6 +214,18 @@ class Activations:
     channels: list[int]
     profile: FloatArray
 
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
+
+    def _repr_png_(self) -> bytes | None:
+        """The maps as a grid labelled with their channel numbers, for notebooks."""
+        if self.maps is None or self.maps.shape[0] == 0:
+            return None
+        from camserve.render import feature_map_grid
+
+        labels = [f"ch {c}" for c in self.channels]
+        return _reprs.png_bytes(feature_map_grid(self.maps, labels=labels, cell=64))
+
 
 def activations(message: pb.ActivationsResponse) -> Activations:
     """An ``ActivationsResponse`` as ``Activations``."""
@@ -194,6 +244,15 @@ class Filters:
 
     layer: str
     weights: FloatArray
+
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
+
+    def _repr_png_(self) -> bytes:
+        """The filters as tiles, for notebooks."""
+        from camserve.render import filter_tiles
+
+        return _reprs.png_bytes(filter_tiles(self.weights))
 
 
 def filters(message: pb.FiltersResponse) -> Filters:
@@ -225,6 +284,9 @@ class ModelInfo:
         """Class ``index``'s label, or the index as text."""
         return self.labels[index] if 0 <= index < len(self.labels) else str(index)
 
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
+
 
 def model_info(message: pb.ModelInfo) -> ModelInfo:
     """A ``ModelInfo`` message as a ``ModelInfo``."""
@@ -250,6 +312,9 @@ class MethodInfo:
     reference: str = ""
     options: Mapping[str, OptionDefault | None] = field(default_factory=dict)
     option_help: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self, skip=("option_help",))
 
 
 def method_info(message: pb.MethodInfo) -> MethodInfo:

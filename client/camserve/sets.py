@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from camserve import _reprs
+
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
@@ -76,6 +78,9 @@ class IndexResult:
     outcomes: list[IndexOutcome] = field(default_factory=list)
     resumed: int = 0
 
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
+
     @property
     def failures(self) -> list[IndexOutcome]:
         """The images that were not indexed, with their reasons."""
@@ -106,6 +111,13 @@ class ActivatingPatch:
         """The patch as a PIL image."""
         return open_png(self.patch_png)
 
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
+
+    def _repr_png_(self) -> bytes:
+        """The patch, for notebooks."""
+        return self.patch_png
+
 
 @dataclass(frozen=True)
 class Neighbour:
@@ -121,6 +133,13 @@ class Neighbour:
     def thumbnail(self) -> PILImage.Image | None:
         """The member's thumbnail, when one was asked for."""
         return open_png(self.thumbnail_png) if self.thumbnail_png else None
+
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
+
+    def _repr_png_(self) -> bytes | None:
+        """The thumbnail, when one was asked for, for notebooks."""
+        return self.thumbnail_png or None
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,9 @@ class EmbeddingMap:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __repr__(self) -> str:
+        return _reprs.dataclass_repr(self)
 
 
 def as_tuple(values: Any) -> tuple[int, ...]:

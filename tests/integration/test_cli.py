@@ -53,7 +53,7 @@ def test_explain_writes_one_overlay_per_image(
 ) -> None:
     out = tmp_path / "out" / "nested"
     code = main(["--server", server.address, "explain", str(images), "--model", "demo",
-                 "--out", str(out)])  # fmt: skip
+                 "--plain", "--out", str(out)])  # fmt: skip
     assert code == 0
     written = sorted(p.name for p in out.iterdir())
     assert written == [
@@ -89,7 +89,9 @@ def test_explain_names_duplicate_stems_apart(
     other.mkdir()
     shutil.copy(SAMPLES[1], other / SAMPLES[0].name)
     out = tmp_path / "out"
-    assert main(["explain", str(SAMPLES[0]), str(other / SAMPLES[0].name), "--out", str(out)]) == 0
+    code = main(["explain", str(SAMPLES[0]), str(other / SAMPLES[0].name), "--plain",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "00_circle_gradcam-2.png",
         "00_circle_gradcam.png",
@@ -199,17 +201,18 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
 
 
-def test_progress_bar_draws_on_request_and_ends_its_line() -> None:
+def test_progress_bar_writes_lines_in_a_log_and_ends_them() -> None:
     stream = io.StringIO()
-    bar = ProgressBar("explain", 4, stream=stream, enabled=True)
+    bar = ProgressBar("explain", 4, stream=stream, enabled=True, log_interval=0.0)
     for done in range(1, 5):
         bar(done, 4)
     bar.close()
     text = stream.getvalue()
-    assert text.startswith("\rexplain [")
-    assert text.endswith("] 4/4\n")
+    assert text.startswith("explain: 1/4 (25%)")
+    assert "explain: 4/4 (100%)" in text
+    assert text.endswith("\n")
     quiet = io.StringIO()
-    silent = ProgressBar("explain", 4, stream=quiet)  # not a terminal: nothing drawn
+    silent = ProgressBar("explain", 4, stream=quiet)  # a log, a short run: no line
     silent(1, 4)
     silent.close()
     assert quiet.getvalue() == ""

@@ -1,4 +1,5 @@
-"""The HTML report opens in headless Chromium and shows every image, offline."""
+"""The HTML report opens in headless Chromium and shows every image, offline, each map at
+a readable size with its caption and colour scale, in a grid as wide as the window."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from PIL import Image
 
 from camserve import ExplainClient
-from camserve.render import ReportEntry, html_report, overlay
+from camserve.cli import main
+from camserve.render import ReportEntry, explanation_panels, html_report
 from camserve_server.demo import SAMPLES_DIR
 from server_harness import ServerThread
 
@@ -38,6 +40,23 @@ window.addEventListener("load", () => {
 });
 </script>
 """
+MEASURE = """
+<script>
+window.addEventListener("load", () => {
+  const maps = Array.from(document.querySelectorAll("figure"))
+    .filter((f) => f.querySelector(".scale"));
+  const widths = maps.map((f) => Math.round(f.querySelector("img").getBoundingClientRect().width));
+  const ramps = maps.map((f) => f.querySelector(".ramp"))
+    .filter((r) => r && r.getBoundingClientRect().width > 100).length;
+  const captions = maps.map((f) => f.querySelector("figcaption").textContent).join("|");
+  const grid = document.querySelector(".grid").getBoundingClientRect().width;
+  document.body.setAttribute("data-maps", maps.length + "/" + ramps);
+  document.body.setAttribute("data-min-width", Math.min(...widths));
+  document.body.setAttribute("data-grid-width", Math.round(grid));
+  document.body.setAttribute("data-captions", captions);
+});
+</script>
+"""
 
 
 def _chromium() -> str:
@@ -54,22 +73,72 @@ def report(server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> tu
     entries = []
     with ExplainClient(server.address, timeout=60) as client:
         for path in sorted(SAMPLES_DIR.glob("*.png"))[:3]:
-            overlays = {}
+            panels = []
             for method in ("gradcam", "saliency"):
-                ex = client.explain(image=path, model="demo", method=method)
-                overlays[method] = overlay(path, ex.heatmap)
+                ex = client.explain(image=path, model="demo", method=method, return_raw=True)
+                panels += explanation_panels(path, ex)
             predictions = [(s.label, s.probability) for s in ex.scores[:3]]
-            entries.append(ReportEntry(path.stem, path, predictions, overlays))
+            entries.append(ReportEntry(path.stem, path, predictions, panels))
     folder = tmp_path_factory.mktemp("report")
     page = folder / "report.html"
     page.write_text(html_report(entries, title="demo report"))
-    return page, sum(1 + len(e.overlays) for e in entries)
+    return page, sum(1 + len(e.panels) for e in entries)
+
+
+@pytest.fixture(scope="module")
+def cli_report(server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo report as ``camserve report`` writes it: every kind of map."""
+    page = tmp_path_factory.mktemp("cli-report") / "report.html"
+    code = main(["--server", server.address, "--timeout", "120", "report", str(SAMPLES_DIR),
+                 "--model", "demo", "--out", str(page), "--methods",
+                 "gradcam,integrated_gradients,guided_backprop,occlusion"])  # fmt: skip
+    assert code == 0
+    return page
 
 
 def test_report_is_self_contained(report: tuple[Path, int]) -> None:
     text = report[0].read_text()
     assert not re.search(r"(src|href)=[\"']https?:", text)
     assert text.count("<img") == report[1]
+
+
+def _dom(chromium: str, page: Path, script: str, profile: Path, width: int = 1400) -> str:
+    probe = page.with_name(f"probe-{page.name}")
+    probe.write_text(page.read_text().replace("</body>", script + "</body>"))
+    return subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},2000",
+         "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+
+
+def _attribute(dom: str, name: str) -> str:
+    found = re.search(rf'{name}="([^"]*)"', dom)
+    assert found, f"{name} missing"
+    return found.group(1)
+
+
+def test_every_map_is_readable_captioned_and_scaled(cli_report: Path, tmp_path: Path) -> None:
+    chromium = _chromium()
+    dom = _dom(chromium, cli_report, CHECK_IMAGES + MEASURE, tmp_path / "profile")
+    samples = len(list(SAMPLES_DIR.glob("*.png")))
+    assert _attribute(dom, "data-images") == f"{samples * 5}/{samples * 5}"
+    assert _attribute(dom, "data-maps") == f"{samples * 4}/{samples * 3}"  # RGB: no ramp
+    assert int(_attribute(dom, "data-min-width")) >= 224
+    assert int(_attribute(dom, "data-grid-width")) > 1200  # the page's width, not a column
+    captions = _attribute(dom, "data-captions").split("|")
+    for method in ("gradcam", "integrated_gradients", "guided_backprop", "occlusion"):
+        assert sum(c.startswith(f"{method} · ") and " · p = " in c for c in captions) == samples
+
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}",
+         f"--screenshot={shot}", "--window-size=1400,2000", cli_report.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    saturated = (np.abs(pixels[..., 0] - pixels[..., 2]) > 80).mean()
+    assert saturated > 0.03, "too little of the page shows maps"
 
 
 def test_report_shows_every_image_in_chromium(report: tuple[Path, int], tmp_path: Path) -> None:

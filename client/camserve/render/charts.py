@@ -1,102 +1,95 @@
-"""A bar chart of per-channel activation, its strongest channels named."""
+"""A bar chart of per-channel activation, its strongest channels named by their numbers
+(matplotlib, the ``plots`` extra)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from camserve.render._text import RGB, TEXT, draw_centered, fit_text, font, line_height, text_width
+from camserve.render import _mpl
 
-BAR: RGB = (120, 150, 190)
-TOP_BAR: RGB = (214, 39, 40)
-AXIS: RGB = (90, 90, 90)
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+BAR: Final = "#7896be"
+TOP_BAR: Final = "#d62728"
 
 
-def channel_profile_chart(
+def channel_profile_figure(
     values: npt.ArrayLike,
     *,
+    channels: Sequence[int] | None = None,
     top: int = 5,
     width: int = 800,
     height: int = 300,
     title: str | None = None,
-) -> Image.Image:
-    """A bar per channel (K,) of, say, mean activation; the ``top`` highest red, with their index.
+    ylabel: str = "mean activation",
+) -> Figure:
+    """A bar per channel at its channel number (``channels``, default 0..K-1) of, say,
+    mean activation; the ``top`` highest red and labelled with their channel numbers.
 
     Non-finite values count as 0.
     """
     data = np.nan_to_num(np.asarray(values, dtype=np.float64).ravel(), nan=0.0)
     if data.size == 0:
         raise ValueError("no values to chart")
+    numbers = np.arange(data.size) if channels is None else np.asarray(channels, dtype=np.int64)
+    if numbers.shape != data.shape:
+        raise ValueError(f"{numbers.size} channel numbers for {data.size} values")
     if width < 160 or height < 120:
         raise ValueError(f"the chart needs at least 160x120 pixels, got {width}x{height}")
-    count = data.size
-    top = max(0, min(top, count))
+    top = max(0, min(top, data.size))
+    strongest = np.argsort(-data, kind="stable")[:top]
+    highlighted = np.zeros(data.size, dtype=bool)
+    highlighted[strongest] = True
 
-    face = font(12)
-    line = line_height(face)
-    title_face = font(15)
-    low, high = min(0.0, float(data.min())), max(0.0, float(data.max()))
-    if high <= low:
-        high = low + 1.0
-    ticks = [high, 0.0] + ([low] if low < 0 else [])
-    tick_labels = [f"{t:.3g}" for t in ticks]
-
-    left = 12 + line + 6 + max(text_width(t, face) for t in tick_labels) + 6
-    right = 12
-    plot_top = 8 + (line_height(title_face) + 8 if title else 0) + 2 * (line + 2)
-    plot_bottom = height - (line + 12)
-    plot_w, plot_h = width - left - right, plot_bottom - plot_top
-    if plot_w < 20 or plot_h < 20:
-        raise ValueError(f"{width}x{height} leaves no room for the bars")
-
-    def y_of(v: float) -> float:
-        return plot_top + (high - v) / (high - low) * plot_h
-
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
+    figure = _mpl.new_figure(width, height, "the channel profile chart")
+    ax = figure.subplots()
+    bar_width = 0.8 if data.size < 2 else 0.8 * float(np.min(np.diff(np.sort(numbers))))
+    ax.bar(numbers[~highlighted], data[~highlighted], width=bar_width, color=BAR,
+           label="channel")  # fmt: skip
+    if top:
+        ax.bar(numbers[highlighted], data[highlighted], width=bar_width, color=TOP_BAR,
+               label=f"the {top} strongest (numbered)")  # fmt: skip
+        for k in strongest.tolist():
+            ax.annotate(
+                str(int(numbers[k])),
+                (float(numbers[k]), float(data[k])),
+                xytext=(0, 2 if data[k] >= 0 else -2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom" if data[k] >= 0 else "top",
+                fontsize=8,
+            )
+    ax.axhline(0.0, color="#555555", linewidth=0.8)
+    ax.set_xlabel(f"channel ({int(numbers.min())}-{int(numbers.max())})")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(float(numbers.min()) - bar_width, float(numbers.max()) + bar_width)
+    ax.margins(y=0.12)
+    ax.legend(loc="upper right", fontsize=8)
     if title:
-        draw_centered(draw, width / 2, 8, fit_text(title, title_face, width - 16), title_face)
+        ax.set_title(title, fontsize=11)
+    return figure
 
-    order = np.argsort(-data, kind="stable")[:top]
-    highlighted = set(order.tolist())
-    step = plot_w / count
-    gap = 1 if step >= 3 else 0
-    base = y_of(0.0)
-    spans = []
-    for i, v in enumerate(data.tolist()):
-        x0 = left + round(i * step)
-        x1 = max(x0, left + round((i + 1) * step) - 1 - gap)
-        y = y_of(v)
-        spans.append((x0, x1, min(y, base)))
-        if i not in highlighted:
-            draw.rectangle((x0, round(min(y, base)), x1, round(max(y, base))), fill=BAR)
-    for i in sorted(highlighted):  # drawn last, so that no neighbour covers them
-        x0, x1, y = spans[i]
-        draw.rectangle((x0, round(y), x1, round(max(y_of(float(data[i])), base))), fill=TOP_BAR)
 
-    draw.line((left, round(base), left + plot_w, round(base)), fill=AXIS)
-    draw.line((left, plot_top, left, plot_bottom), fill=AXIS)
-    for value, label in zip(ticks, tick_labels, strict=True):
-        y = round(y_of(value))
-        draw.line((left - 4, y, left, y), fill=AXIS)
-        draw.text((left - 6 - text_width(label, face), y - line // 2), label, fill=TEXT, font=face)
-    draw_centered(draw, left + plot_w / 2, plot_bottom + 6, f"channel (0-{count - 1})", face)
-    axis_name = Image.new("RGB", (text_width("mean activation", face) + 2, line + 2), "white")
-    ImageDraw.Draw(axis_name).text((1, 1), "mean activation", fill=TEXT, font=face)
-    rotated = axis_name.rotate(90, expand=True)
-    canvas.paste(rotated, (8, max(0, round(plot_top + plot_h / 2 - rotated.height / 2))))
+def channel_profile_chart(
+    values: npt.ArrayLike,
+    *,
+    channels: Sequence[int] | None = None,
+    top: int = 5,
+    width: int = 800,
+    height: int = 300,
+    title: str | None = None,
+) -> Image.Image:
+    """``channel_profile_figure`` drawn as a ``width`` x ``height`` RGB image."""
+    figure = channel_profile_figure(
+        values, channels=channels, top=top, width=width, height=height, title=title
+    )
+    return _mpl.to_image(figure)
 
-    placed: list[tuple[float, float, float]] = []
-    for i in order.tolist():  # highest first; a label that would overlap one moves up a line
-        x0, x1, y = spans[i]
-        label = str(i)
-        half = text_width(label, face) / 2 + 1
-        center = min(max((x0 + x1) / 2, left + half), width - half)
-        label_top = y - line - 3
-        while any(abs(center - c) < half + h and abs(label_top - t) < line for c, h, t in placed):
-            label_top -= line + 1
-        label_top = max(0.0, label_top)
-        placed.append((center, half, label_top))
-        draw_centered(draw, center, label_top, label, face)
-    return canvas
+
+__all__ = ["BAR", "TOP_BAR", "channel_profile_chart", "channel_profile_figure"]

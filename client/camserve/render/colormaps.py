@@ -1,14 +1,19 @@
 """Colour maps as 256-entry lookup tables, and ``apply_colormap``.
 
-``jet`` and ``gray`` are computed as matplotlib computes them (piecewise-linear
-segments sampled at 256 points, scaled to bytes by truncation), so they agree
-with ``matplotlib.colormaps[name](x, bytes=True)`` exactly. ``viridis``,
-``inferno`` and ``turbo`` are rebuilt from every fifth entry of matplotlib's
-tables, linearly interpolated: within 2 units of the originals.
+The base install has no matplotlib, so a few maps are built in: ``jet``, ``gray``
+and the diverging ``bwr`` (blue, white, red) are computed as matplotlib computes
+them (piecewise-linear segments sampled at 256 points, scaled to bytes by
+truncation), so they agree with ``matplotlib.colormaps[name](x, bytes=True)``
+(``jet`` and ``gray`` exactly, ``bwr`` within one unit); ``viridis``, ``inferno``
+and ``turbo`` are rebuilt from every fifth entry of matplotlib's tables, linearly
+interpolated: within 2 units of the originals.
+With matplotlib installed (the ``plots`` extra) any of its maps may be named too.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Mapping
 from typing import Final
 
@@ -22,6 +27,13 @@ _JET_SEGMENTS: Final[tuple[tuple[tuple[float, float], ...], ...]] = (
     ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
     ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
     ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+)
+
+# matplotlib's bwr: blue at -1, white at 0, red at +1 (a signed map centred on zero).
+_BWR_SEGMENTS: Final[tuple[tuple[tuple[float, float], ...], ...]] = (
+    ((0.0, 0.0), (0.5, 1.0), (1.0, 1.0)),
+    ((0.0, 0.0), (0.5, 1.0), (1.0, 0.0)),
+    ((0.0, 1.0), (0.5, 1.0), (1.0, 0.0)),
 )
 
 # Entries 0, 5, 10, ..., 255 of matplotlib's listed maps, as RGB hex triplets.
@@ -84,16 +96,43 @@ COLORMAPS: Final[Mapping[str, npt.NDArray[np.uint8]]] = {
     "inferno": _listed(_LISTED["inferno"]),
     "turbo": _listed(_LISTED["turbo"]),
     "gray": _gray(),
+    "bwr": _segmented(_BWR_SEGMENTS),
 }
 COLORMAP_NAMES: Final[tuple[str, ...]] = tuple(COLORMAPS)
+"""The built-in maps; with matplotlib installed, any of its maps is accepted too."""
+
+
+@functools.lru_cache(maxsize=32)
+def _matplotlib_lut(name: str) -> npt.NDArray[np.uint8] | None:
+    try:
+        colormaps = importlib.import_module("matplotlib").colormaps
+    except ImportError:
+        return None
+    if name not in colormaps:
+        return None
+    table = np.asarray(colormaps[name](np.linspace(0.0, 1.0, LUT_SIZE), bytes=True))[:, :3]
+    table = np.ascontiguousarray(table, dtype=np.uint8)
+    table.setflags(write=False)
+    return table
 
 
 def colormap_lut(name: str) -> npt.NDArray[np.uint8]:
-    """The read-only (256, 3) uint8 table of colour map ``name``."""
+    """The read-only (256, 3) uint8 table of colour map ``name``: a built-in one, else
+    matplotlib's of that name where matplotlib is installed."""
     lut = COLORMAPS.get(name.lower())
     if lut is None:
-        raise ValueError(f"unknown colormap {name!r}; valid: {', '.join(COLORMAP_NAMES)}")
+        lut = _matplotlib_lut(name)
+    if lut is None:
+        raise ValueError(
+            f"unknown colormap {name!r}; valid: {', '.join(COLORMAP_NAMES)}"
+            " (or any matplotlib colormap, with the plots extra)"
+        )
     return lut
+
+
+def is_colormap(name: str) -> bool:
+    """Whether ``colormap_lut(name)`` knows ``name``."""
+    return name.lower() in COLORMAPS or _matplotlib_lut(name) is not None
 
 
 def apply_colormap(heatmap: npt.ArrayLike, name: str = "jet") -> npt.NDArray[np.uint8]:

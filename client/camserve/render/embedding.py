@@ -1,4 +1,4 @@
-"""2-D embeddings drawn: a scatter coloured by class, and a grid of thumbnails."""
+"""2-D embeddings drawn: a scatter coloured by class (matplotlib), and a grid of thumbnails."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 
-from camserve.render._text import RGB, TEXT, fit_text, font, line_height, text_width
+from camserve.render import _mpl
+from camserve.render._text import RGB
 from camserve.render.images import ImageLike, to_pil
 
 # matplotlib's tab10, then the lighter half of tab20.
@@ -53,8 +54,11 @@ def embedding_scatter(
     labels: Sequence[str] | None = None,
     size: int = 600,
     radius: int = 3,
+    title: str = "embeddings",
+    axis_labels: tuple[str, str] = ("PC 1", "PC 2"),
 ) -> Image.Image:
-    """Points (N, 2) in a ``size``-pixel square, coloured by class (N,), with a legend on the right.
+    """Points (N, 2) coloured by class (N,), in a ``size``-pixel-high figure with a title,
+    axis labels and a legend of the classes on the right (matplotlib, the plots extra).
 
     Both axes share one scale. Integer classes are named ``labels[c]`` where given.
     """
@@ -67,42 +71,20 @@ def embedding_scatter(
     unique, which = np.unique(kinds, return_inverse=True)
     colours = class_colors(len(unique))
     names = [_legend_name(u, labels) for u in unique.tolist()]
-
-    face = font(12)
-    line = line_height(face)
-    row = max(line, 10) + 4
-    legend_w = 0
+    figure = _mpl.new_figure(size + max(160, size // 3), size, "the embedding plot")
+    ax = figure.subplots()
+    for k, (name, colour) in enumerate(zip(names, colours, strict=True)):
+        chosen = which.ravel() == k
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=(2 * radius) ** 2,
+                   color=[c / 255 for c in colour], label=name)  # fmt: skip
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(f"{title} ({points.shape[0]} points)", fontsize=11)
     if names:
-        legend_w = min(16 + 12 + 6 + max(text_width(n, face) for n in names), size // 2)
-    canvas = Image.new("RGB", (size + legend_w, size), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    margin = 10
-    draw.rectangle((margin, margin, size - margin, size - margin), outline=(200, 200, 200))
-
-    inner = size - 2 * (margin + radius + 2)
-    if points.shape[0]:
-        low, high = points.min(axis=0), points.max(axis=0)
-        span = float(max(high - low))
-        scale = inner / span if span > 0 else 0.0
-        centre = (low + high) / 2
-        xs = size / 2 + (points[:, 0] - centre[0]) * scale
-        ys = size / 2 - (points[:, 1] - centre[1]) * scale
-        for x, y, k in zip(xs.tolist(), ys.tolist(), which.ravel().tolist(), strict=True):
-            box = (x - radius, y - radius, x + radius, y + radius)
-            draw.ellipse(box, fill=colours[k])
-
-    fits = max(1, (size - 2 * margin) // row)
-    shown = len(names) if len(names) <= fits else fits - 1
-    x0 = size + 4
-    for k in range(shown):
-        y = margin + k * row
-        draw.rectangle((x0, y + 2, x0 + 11, y + 13), fill=colours[k])
-        text = fit_text(names[k], face, legend_w - 4 - 12 - 6 - 4)
-        draw.text((x0 + 18, y + 1), text, fill=TEXT, font=face)
-    if shown < len(names):
-        more = fit_text(f"+{len(names) - shown} more", face, legend_w - 8)
-        draw.text((x0, margin + shown * row + 1), more, fill=TEXT, font=face)
-    return canvas
+        ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
+                  ncols=1 if len(names) <= 24 else 2)  # fmt: skip
+    return _mpl.to_image(figure)
 
 
 def snap_to_grid(xy: npt.ArrayLike, grid: int) -> npt.NDArray[np.intp]:

@@ -134,18 +134,11 @@ def feature_map_grid(
     side is ``cell`` pixels (nearest-neighbour when enlarging). ``labels`` (one per
     map) are written under the maps.
     """
-    values = np.asarray(maps, dtype=np.float64)
-    if values.ndim == 2:
-        values = values[None]
-    if values.ndim != 3 or 0 in values.shape:
-        raise ValueError(f"maps must be a non-empty (K, h, w) array, got shape {values.shape}")
-    if labels is not None and len(labels) != values.shape[0]:
-        raise ValueError(f"got {len(labels)} labels for {values.shape[0]} maps")
-    tiles = []
-    for m in values:
-        unit = _min_max(m)
-        tile = apply_colormap(unit, colormap) if colormap else _gray_rgb(unit)
-        tiles.append(_scale_tile(tile, cell) if cell else tile)
+    tiles = feature_map_tiles(maps, colormap)
+    if labels is not None and len(labels) != len(tiles):
+        raise ValueError(f"got {len(labels)} labels for {len(tiles)} maps")
+    if cell:
+        tiles = [_scale_tile(tile, cell) for tile in tiles]
     if labels is None:
         return _tile(tiles, nrow, padding, pad_value, 0)[0]
 
@@ -162,6 +155,17 @@ def feature_map_grid(
     return grid
 
 
+def filter_images(weights: npt.ArrayLike) -> list[npt.NDArray[np.uint8]]:
+    """Convolution filters (K, C, kh, kw) as uint8 RGB tiles (kh, kw, 3), each min-max
+    scaled on its own: three-channel filters in colour, others as their channel mean in gray."""
+    values = np.asarray(weights, dtype=np.float64)
+    if values.ndim != 4 or 0 in values.shape:
+        raise ValueError(f"weights must be a non-empty (K, C, kh, kw) array, got {values.shape}")
+    if values.shape[1] == 3:
+        return [_to_bytes(_min_max(w.transpose(1, 2, 0))) for w in values]
+    return [_gray_rgb(_min_max(w.mean(axis=0))) for w in values]
+
+
 def filter_tiles(
     weights: npt.ArrayLike,
     *,
@@ -170,21 +174,39 @@ def filter_tiles(
     padding: int = 2,
     pad_value: int = 255,
 ) -> Image.Image:
-    """Convolution filters (K, C, kh, kw) as tiles, each min-max scaled on its own.
-
-    Three-channel filters show as RGB; any other channel count shows the mean over
-    channels in gray. Each tile is enlarged ``scale`` times (nearest-neighbour).
-    """
-    values = np.asarray(weights, dtype=np.float64)
-    if values.ndim != 4 or 0 in values.shape:
-        raise ValueError(f"weights must be a non-empty (K, C, kh, kw) array, got {values.shape}")
+    """Convolution filters (K, C, kh, kw) as tiles (see ``filter_images``), each enlarged
+    ``scale`` times (nearest-neighbour)."""
     if scale < 1:
         raise ValueError(f"scale must be positive, got {scale}")
-    tiles = []
-    for w in values:
-        if w.shape[0] == 3:
-            tile = _to_bytes(_min_max(w.transpose(1, 2, 0)))
-        else:
-            tile = _gray_rgb(_min_max(w.mean(axis=0)))
-        tiles.append(np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1))
+    tiles = [
+        np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1) for tile in filter_images(weights)
+    ]
     return _tile(tiles, nrow, padding, pad_value, 0)[0]
+
+
+def feature_map_tiles(
+    maps: npt.ArrayLike, colormap: str | None = None
+) -> list[npt.NDArray[np.uint8]]:
+    """Feature maps (K, h, w) as uint8 RGB tiles, each min-max scaled on its own, in gray
+    or through ``colormap``."""
+    values = np.asarray(maps, dtype=np.float64)
+    if values.ndim == 2:
+        values = values[None]
+    if values.ndim != 3 or 0 in values.shape:
+        raise ValueError(f"maps must be a non-empty (K, h, w) array, got shape {values.shape}")
+    return [apply_colormap(_min_max(m), colormap) if colormap else _gray_rgb(_min_max(m))
+            for m in values]  # fmt: skip
+
+
+def tile_grid(
+    tiles: Sequence[npt.NDArray[np.uint8]],
+    *,
+    columns: int,
+    cell: int,
+    padding: int,
+    label_height: int = 0,
+) -> tuple[Image.Image, list[tuple[int, int]]]:
+    """Tiles scaled to ``cell`` pixels (nearest when enlarging) in rows of ``columns`` on
+    white, ``label_height`` free under each, and the top-left corner of every tile."""
+    scaled = [_scale_tile(tile, cell) for tile in tiles]
+    return _tile(scaled, columns, padding, 255, label_height)

@@ -81,3 +81,38 @@ def overlay(
     pixels = np.asarray(base, dtype=np.float32)
     blend = (1.0 - alpha) * pixels + alpha * colours.astype(np.float32)
     return Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8))
+
+
+def reduced(image: Image.Image, side: int) -> Image.Image:
+    """``image`` reduced (Lanczos) so that its longer side is at most ``side``."""
+    if side < 1:
+        raise ValueError(f"side must be positive, got {side}")
+    longest = max(image.size)
+    if longest <= side:
+        return image
+    scale = side / longest
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def enlargement(size: tuple[int, int], side: int) -> int:
+    """The whole factor that brings a picture of ``size`` to at least ``side`` on its longer
+    side (1 for one already that large)."""
+    longest = max(size)
+    return -(-side // longest) if longest < side else 1
+
+
+def for_display(image: Image.Image, side: int) -> Image.Image:
+    """``image`` at a readable size: a smaller one enlarged by a whole factor, pixels kept
+    sharp (nearest), to at least ``side`` on its longer edge; a larger one reduced
+    (Lanczos) to ``side``."""
+    image = reduced(image, side)
+    factor = enlargement(image.size, side)
+    if factor == 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def gray_rgb(image: Image.Image) -> Image.Image:
+    """``image`` in grey, as RGB: the background of a signed overlay, as Captum draws it."""
+    return image.convert("L").convert("RGB")

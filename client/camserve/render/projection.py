@@ -7,7 +7,7 @@ import importlib
 import numpy as np
 import numpy.typing as npt
 
-PLOTS_EXTRA_HINT = "install the plots extra: pip install 'camserve[plots]'"
+from camserve.render._mpl import PLOTS_EXTRA_HINT
 
 
 def _features(features: npt.ArrayLike) -> npt.NDArray[np.float64]:

@@ -1,43 +1,81 @@
-"""A self-contained HTML report: images inlined as PNG data URIs, inline CSS, nothing fetched."""
+"""An HTML report: per image, its predictions and captioned maps with colour scales, laid
+out in a grid as wide as the page, with an index when it holds many images.
+
+Pictures are compressed and inlined as data URIs (one self-contained file: nothing
+is fetched), or written into a folder beside the page (``write_report(...,
+images_beside=True)``). A picture larger than the display size is reduced to it and
+stored as JPEG; a smaller one is stored at its own size, as PNG or JPEG, whichever
+is smaller, and enlarged by the browser without smoothing (``image-rendering:
+pixelated``) to the same whole factor ``images.for_display`` uses. The page is a
+jinja2 template (the ``plots`` extra).
+"""
 
 from __future__ import annotations
 
 import base64
+import importlib
 import io
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from html import escape
-from typing import Final
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
 
-from camserve.render.images import ImageLike, to_pil
+from PIL import Image
 
-_CSS: Final = """
-body { font-family: system-ui, sans-serif; margin: 24px; color: #202020; background: #fafafa; }
-h1 { font-size: 22px; margin: 0 0 16px; }
-section { background: #fff; border: 1px solid #ddd; border-radius: 6px;
-  padding: 12px 16px; margin-bottom: 20px; }
-h2 { font-size: 17px; margin: 0 0 10px; word-break: break-all; }
-.row { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-figure { margin: 0; text-align: center; }
-figure img { max-width: 240px; max-height: 240px; display: block; image-rendering: auto; }
-figcaption { font-size: 13px; margin-top: 4px; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { text-align: left; padding: 2px 8px; }
-td.p { font-variant-numeric: tabular-nums; white-space: nowrap; }
-.bar { display: inline-block; width: 120px; height: 9px; background: #eee;
-  margin-right: 6px; vertical-align: middle; }
-.bar span { display: block; height: 100%; background: #d62728; }
-"""
+from camserve.render._mpl import PLOTS_EXTRA_HINT
+from camserve.render.colormaps import colormap_lut
+from camserve.render.images import ImageLike, enlargement, reduced, to_pil
+from camserve.render.panels import DISPLAY_SIDE, ColourScale, Panel
+
+INDEX_AFTER: Final = 8  # a report with more images than this gets an index
+JPEG_QUALITY: Final = 85
+GRADIENT_STOPS: Final = 11
+
+ImageWriter = Callable[[bytes, str, str], str]
+"""``write(data, stem, suffix)`` stores an encoded picture (``suffix`` ".jpg" or ".png")
+and returns the ``src`` that shows it."""
+MIME: Final = {".jpg": "image/jpeg", ".png": "image/png"}
 
 
 @dataclass(frozen=True)
 class ReportEntry:
-    """One image in a report: its name, top predictions (label, probability), and overlays."""
+    """One image in a report: its name, top predictions (label, probability), its maps
+    as panels, and the problems met explaining it (one line each)."""
 
     name: str
     image: ImageLike
     predictions: Sequence[tuple[str, float]] = ()
-    overlays: Mapping[str, ImageLike] = field(default_factory=dict)
+    panels: Sequence[Panel] = ()
+    problems: Sequence[str] = field(default_factory=tuple)
+
+
+def jpeg_bytes(picture: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
+    """``picture`` as JPEG, colour kept at full resolution (no chroma subsampling)."""
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(
+        buffer, format="JPEG", quality=quality, subsampling=0, optimize=True
+    )
+    return buffer.getvalue()
+
+
+def encoded(picture: Image.Image, exact: bool) -> tuple[bytes, str]:
+    """``picture`` compressed, and its suffix: JPEG, or with ``exact`` (a small picture
+    the browser enlarges, whose pixels show) the smaller of PNG and JPEG."""
+    jpeg = jpeg_bytes(picture)
+    if not exact:
+        return jpeg, ".jpg"
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="PNG", optimize=True)
+    png = buffer.getvalue()
+    return (png, ".png") if len(png) <= len(jpeg) else (jpeg, ".jpg")
+
+
+def inline(data: bytes, stem: str, suffix: str) -> str:
+    """An ``ImageWriter``: the picture as a ``data:`` URI in the page."""
+    return f"data:{MIME[suffix]};base64," + base64.b64encode(data).decode("ascii")
 
 
 def png_data_uri(image: ImageLike) -> str:
@@ -47,65 +85,163 @@ def png_data_uri(image: ImageLike) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figure(image: ImageLike, caption: str, alt: str) -> str:
-    return (
-        f'<figure><img src="{png_data_uri(image)}" alt="{escape(alt)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
+class ImagesBeside:
+    """An ``ImageWriter`` that saves JPEG files into ``folder`` and links them relative to
+    the page's folder ``page_folder``."""
+
+    def __init__(self, folder: Path, page_folder: Path) -> None:
+        self.folder = folder
+        self.prefix = Path(os.path.relpath(folder, page_folder)).as_posix()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.used: set[str] = set()
+
+    def __call__(self, data: bytes, stem: str, suffix: str) -> str:
+        name, n = f"{stem}{suffix}", 1
+        while name in self.used:
+            n += 1
+            name = f"{stem}-{n}{suffix}"
+        self.used.add(name)
+        (self.folder / name).write_bytes(data)
+        return f"{self.prefix}/{name}"
+
+
+def css_gradient(colormap: str) -> str:
+    """A CSS ``linear-gradient`` left to right through ``colormap``."""
+    lut = colormap_lut(colormap)
+    stops = []
+    for k in range(GRADIENT_STOPS):
+        share = k / (GRADIENT_STOPS - 1)
+        r, g, b = (int(c) for c in lut[round(share * (len(lut) - 1))])
+        stops.append(f"rgb({r},{g},{b}) {share * 100:.0f}%")
+    return f"linear-gradient(to right, {', '.join(stops)})"
+
+
+def _scale(scale: ColourScale) -> dict[str, Any]:
+    if scale.colormap is None:
+        return {"gradient": "", "ticks": [], "label": scale.label}
+    span = scale.high - scale.low or 1.0
+    ticks = []
+    for value, text in scale.ticks:
+        left = (value - scale.low) / span * 100.0
+        edge = "first" if left <= 0.0 else "last" if left >= 100.0 else ""
+        ticks.append({"left": f"{left:.1f}", "text": text, "edge": edge})
+    return {"gradient": css_gradient(scale.colormap), "ticks": ticks, "label": scale.label}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "image"
+
+
+def _picture(picture: Image.Image, side: int, stem: str, write: ImageWriter) -> dict[str, Any]:
+    """What the template shows of ``picture``: its ``src``, display size and class."""
+    stored = reduced(picture, side)
+    factor = enlargement(stored.size, side)
+    data, suffix = encoded(stored, exact=factor > 1)
+    return {
+        "src": write(data, stem, suffix),
+        "width": stored.width * factor,
+        "height": stored.height * factor,
+        "class": "pixelated" if factor > 1 else "",
+    }
+
+
+def _entry(entry: ReportEntry, number: int, write: ImageWriter, side: int) -> dict[str, Any]:
+    slug = f"{number:03d}-{_slug(entry.name)}"
+    figures = []
+    for k, panel in enumerate(entry.panels):
+        figure = _picture(panel.native, side, f"{slug}-{k}-{_slug(panel.method)}", write)
+        figure |= {
+            "caption": panel.caption,
+            "alt": f"{entry.name}: {panel.method}, class {panel.target}",
+            "scale": _scale(panel.scale),
+        }
+        figures.append(figure)
+    predictions = [
+        {
+            "label": str(label),
+            "share": f"{min(max(float(p), 0.0), 1.0) * 100:.1f}",
+            "percent": f"{float(p) * 100:.1f}%",
+        }
+        for label, p in entry.predictions
+    ]
+    return {
+        "id": f"image-{number}",
+        "name": entry.name,
+        "input": _picture(to_pil(entry.image), side, f"{slug}-input", write),
+        "predictions": predictions,
+        "figures": figures,
+        "problems": list(entry.problems),
+    }
+
+
+def require_jinja2() -> Any:
+    """The jinja2 module; ImportError naming the extra where it is not installed."""
+    try:
+        return importlib.import_module("jinja2")
+    except ImportError as exc:
+        raise ImportError(f"the HTML report needs jinja2; {PLOTS_EXTRA_HINT}") from exc
+
+
+def _template() -> Any:
+    jinja2 = require_jinja2()
+    text = (resources.files("camserve.render") / "templates" / "report.html.j2").read_text(
+        encoding="utf-8"
     )
+    environment = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    return environment.from_string(text)
 
 
-def _predictions(predictions: Sequence[tuple[str, float]]) -> str:
-    if not predictions:
-        return ""
-    rows = []
-    for label, probability in predictions:
-        share = min(max(float(probability), 0.0), 1.0) * 100.0
-        rows.append(
-            f'<tr><td>{escape(str(label))}</td><td class="p"><span class="bar">'
-            f'<span style="width: {share:.1f}%"></span></span>{float(probability) * 100:.1f}%'
-            "</td></tr>"
-        )
-    return (
-        "<table><thead><tr><th>label</th><th>probability</th></tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>"
+def html_report(
+    entries: Iterable[ReportEntry],
+    *,
+    title: str = "camserve report",
+    summary: str = "",
+    images: ImageWriter = inline,
+    side: int = DISPLAY_SIDE,
+    index_after: int = INDEX_AFTER,
+) -> str:
+    """The report page: each entry's input (``side`` pixels on its longer edge), its
+    predictions and its panels; an index of links when there are more than
+    ``index_after`` entries. ``images`` stores each picture (default: inline JPEG)."""
+    template = _template()
+    rows = [_entry(entry, k + 1, images, side) for k, entry in enumerate(entries)]
+    page: str = template.render(
+        title=title, summary=summary, entries=rows, index=len(rows) > index_after
     )
+    return page
 
 
-def _entry(entry: ReportEntry) -> str:
-    parts = [f"<section><h2>{escape(entry.name)}</h2>", '<div class="row">']
-    parts.append(_figure(entry.image, "input", f"{entry.name}: input"))
-    parts.append(_predictions(entry.predictions))
-    parts.append("</div>")
-    if entry.overlays:
-        parts.append('<div class="row">')
-        parts += [
-            _figure(image, method, f"{entry.name}: {method}")
-            for method, image in entry.overlays.items()
-        ]
-        parts.append("</div>")
-    parts.append("</section>")
-    return "\n".join(parts)
+def write_report(
+    path: Path,
+    entries: Iterable[ReportEntry],
+    *,
+    title: str = "camserve report",
+    summary: str = "",
+    images_beside: bool = False,
+) -> Path:
+    """Write the report to ``path``; with ``images_beside``, its pictures go into the
+    folder ``<path stem>_files`` next to it instead of into the page."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write: ImageWriter = inline
+    if images_beside:
+        folder = path.parent / f"{path.stem}_files"
+        write = ImagesBeside(folder.resolve(), path.parent.resolve())
+    page = html_report(entries, title=title, summary=summary, images=write)
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
-def html_report(entries: Iterable[ReportEntry], *, title: str = "camserve report") -> str:
-    """A self-contained HTML page with, for each entry, its image, predictions and overlays."""
-    body = [_entry(entry) for entry in entries] or ["<p>No entries.</p>"]
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{escape(title)}</title>",
-            f"<style>{_CSS}</style>",
-            "</head>",
-            "<body>",
-            f"<h1>{escape(title)}</h1>",
-            *body,
-            "</body>",
-            "</html>",
-            "",
-        ]
-    )
+__all__ = [
+    "INDEX_AFTER",
+    "ImageWriter",
+    "ImagesBeside",
+    "ReportEntry",
+    "css_gradient",
+    "encoded",
+    "html_report",
+    "inline",
+    "jpeg_bytes",
+    "png_data_uri",
+    "require_jinja2",
+    "write_report",
+]

@@ -1,5 +1,5 @@
 """``make demo``: start a real server, explain the sample images through the client SDK,
-write the overlays under ``out/`` and stop the server.
+write overlays, captioned figures and an HTML report under ``out/``, and stop the server.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ import time
 from pathlib import Path
 
 from camserve import ExplainClient
-from camserve.render import method_grid, overlay
+from camserve.cli import main as camserve_cli
+from camserve.render import explanation_panels, for_display, overlay, panels_figure, to_pil
 
 from . import SAMPLES_DIR
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "saliency", "integrated_gradients", "occlusion")
+REPORT_METHODS = (*METHODS, "guided_backprop")
 OPTIONS = {"occlusion": {"window": 12, "stride": 4}}
+RAW_FAMILIES = ("gradient", "perturbation")  # drawn from their signed attributions
 
 
 def start_server(port: int) -> tuple[subprocess.Popen[str], str]:
@@ -55,31 +58,49 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ExplainClient(address, timeout=60.0) as client:
             client.health()
+            families = {m.id: m.family for m in client.methods()}
             samples = sorted(SAMPLES_DIR.glob("*.png"))
             for path in samples:
-                maps = {}
+                panels = []
                 for method in METHODS:
                     ex = client.explain(
-                        image=path, model="demo", method=method, options=OPTIONS.get(method)
+                        image=path,
+                        model="demo",
+                        method=method,
+                        options=OPTIONS.get(method),
+                        return_raw=families.get(method) in RAW_FAMILIES,
                     )
-                    maps[method] = ex.heatmap
+                    panels += explanation_panels(path, ex)
                     if method == "gradcam":
                         label = ex.scores[0].label
                         target = overlay(path, ex.heatmap)
                         out = args.out / f"{path.stem}_gradcam.png"
                         target.save(out)
                         written.append(out)
-                grid = method_grid(path, maps, title=f"{path.stem}: predicted {label}")
+                figure = panels_figure(
+                    panels,
+                    title=f"{path.name}: predicted {label}",
+                    image=for_display(to_pil(path), 320),
+                )
                 out = args.out / f"{path.stem}_methods.png"
-                grid.save(out)
+                figure.save(out)
                 written.append(out)
                 print(f"{path.name}: predicted {label}")
+            report = args.out / "report.html"
+            code = camserve_cli(
+                ["--server", address, "--timeout", "120", "report", str(SAMPLES_DIR),
+                 "--model", "demo", "--methods", ",".join(REPORT_METHODS), "--out", str(report),
+                 "--title", "camserve demo: the sample shapes"]
+            )  # fmt: skip
+            if code != 0:
+                raise RuntimeError("the report failed")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     print(f"wrote {len(written)} images under {args.out.resolve()}:")
     for path in written:
         print(f"  {path}")
+    print(f"HTML report: {report.resolve()}")
     return 0
 
 
