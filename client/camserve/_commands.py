@@ -165,7 +165,8 @@ def explain(args: argparse.Namespace, client: ExplainClient) -> int:
                 failed += 1
                 continue
             written = outputs.save_maps(path, outcome, out, args, rich)
-            bar.print(f"{path} -> {', '.join(str(p) for p in written)}  {_top(outcome)}")
+            scores = _scores(outcome, args.faithfulness)
+            bar.print(f"{path} -> {', '.join(str(p) for p in written)}  {_top(outcome)}{scores}")
             if rich:
                 bar(done)
     finally:
