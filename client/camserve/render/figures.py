@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 FEATURE_COLORMAP: Final = "viridis"
 MAX_TILES: Final = 64  # tiles one grid shows
 SCALE_WRAP: Final = 48  # characters per line of a colour scale's label
-TITLE_CHAR_PX: Final = 8.5  # pixels per character of a 12 pt title, at 100 dpi
+TITLE_CHAR_PX: Final = 10.0  # pixels per character of a 12 pt title at 100 dpi, with a margin
 FEATURE_SCALE: Final = ColourScale(
     FEATURE_COLORMAP,
     0.0,
