@@ -50,32 +50,12 @@ Reshape = Callable[[torch.Tensor], torch.Tensor]
 
 def vit_b_16(num_classes: int = 1000) -> nn.Module:
     """torchvision ViT-B/16 at 224 with a random head (torchvision's is all zeros)."""
-    return _random_head(
-        VisionTransformer(
-            image_size=224,
-            patch_size=16,
-            num_layers=12,
-            num_heads=12,
-            hidden_dim=768,
-            mlp_dim=3072,
-            num_classes=num_classes,
-        )
-    )
+    return _random_head(VisionTransformer(224, 16, 12, 12, 768, 3072, num_classes=num_classes))
 
 
 def tiny_vit(num_classes: int = 1000) -> nn.Module:
     """A two-block ViT at 32x32 with 8x8 patches, for ``--quick``."""
-    return _random_head(
-        VisionTransformer(
-            image_size=32,
-            patch_size=8,
-            num_layers=2,
-            num_heads=2,
-            hidden_dim=32,
-            mlp_dim=64,
-            num_classes=num_classes,
-        )
-    )
+    return _random_head(VisionTransformer(32, 8, 2, 2, 32, 64, num_classes=num_classes))
 
 
 def _random_head(model: nn.Module) -> nn.Module:
