@@ -1,0 +1,173 @@
+"""Logits of occluded copies of one image, recomputing only each window's changed boxes.
+
+Every node of a chunk holds the ``B`` copies' full activations: the original image's,
+with each copy's box recomputed and written in. A convolution or pooling box runs on
+the input slice its receptive field needs (padded with the operator's fill at the
+borders); a pointwise, additive or concatenating box runs on the same box of its inputs.
+Nodes planned ``full`` run on the whole batch, as the model's forward does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+from ...models import ExplainableModel
+from ..chunking import rows_per_pass, spans
+from .graph import activations, call_node, cloned, traced
+from .plan import NodePlan, plan_nodes
+
+AGREEMENT = 1e-4  # relative: the traced graph's logits against the model's own forward
+
+
+def _gather(
+    tensor: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fill: float | None
+) -> torch.Tensor:
+    """``tensor[b, :, rows[b], cols[b]]`` ``(B, C, len(rows), len(cols))``; indices
+    outside the tensor read ``fill``."""
+    height, width = tensor.shape[-2:]
+    batch = torch.arange(rows.shape[0], device=rows.device)[:, None, None]
+    picked = tensor[
+        batch, :, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]
+    ].permute(0, 3, 1, 2)
+    if fill is None:
+        return picked
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
+        :, None, :
+    ]
+    return torch.where(
+        inside[:, None], picked, torch.full((), fill, dtype=picked.dtype, device=picked.device)
+    )
+
+
+def _boxed(
+    graph: fx.GraphModule,
+    node: fx.Node,
+    plan: NodePlan,
+    windows: torch.Tensor,
+    values: dict[fx.Node, Any],
+    original: torch.Tensor,
+) -> torch.Tensor:
+    """The node's output for each copy: ``original`` with the copy's box recomputed."""
+    assert plan.corners is not None
+    corners = plan.corners[windows].to(original.device)
+    count = corners.shape[0]
+    rows = corners[:, :1] + torch.arange(plan.shape[0], device=original.device)
+    cols = corners[:, 1:] + torch.arange(plan.shape[1], device=original.device)
+    if plan.window is not None:
+        op = plan.window
+        (parent,) = node.all_input_nodes
+        source = values[parent].expand(count, -1, -1, -1)
+        in_rows = corners[:, :1] * op.rows.stride - op.rows.padding
+        in_cols = corners[:, 1:] * op.cols.stride - op.cols.padding
+        in_rows = in_rows + torch.arange(op.rows.input_length(plan.shape[0]), device=rows.device)
+        in_cols = in_cols + torch.arange(op.cols.input_length(plan.shape[1]), device=rows.device)
+        patch = op.apply(_gather(source, in_rows, in_cols, op.fill))
+    else:
+        local = {
+            parent: _gather(values[parent].expand(count, -1, -1, -1), rows, cols, None)
+            for parent in node.all_input_nodes
+        }
+        patch = call_node(graph, node, local)
+    out = original.expand(count, -1, -1, -1).clone()
+    batch = torch.arange(count, device=rows.device)[:, None, None]
+    out[batch, :, rows[:, :, None], cols[:, None, :]] = patch.permute(0, 2, 3, 1).to(out.dtype)
+    return out
+
+
+def _chunk_logits(
+    graph: fx.GraphModule,
+    plans: dict[fx.Node, NodePlan],
+    original: dict[fx.Node, Any],
+    occluded: torch.Tensor,
+    windows: torch.Tensor,
+) -> torch.Tensor:
+    """Logits ``(B, C)`` of the occluded copies ``occluded`` of windows ``windows``."""
+    count = occluded.shape[0]
+    last_use = {parent: node for node in graph.graph.nodes for parent in node.all_input_nodes}
+    values: dict[fx.Node, Any] = {}
+    logits: torch.Tensor | None = None
+    for node in graph.graph.nodes:
+        if node.op == "output":
+            logits = values[node.args[0]]
+            break
+        plan = plans[node]
+        if plan.mode == "input":
+            values[node] = occluded
+        elif plan.mode == "unchanged":
+            values[node] = original[node]
+        elif plan.mode == "full":
+            inputs = {
+                parent: _batched(original[parent], count)
+                if plans[parent].mode == "unchanged"
+                else values[parent]
+                for parent in node.all_input_nodes
+            }
+            values[node] = call_node(graph, node, inputs)
+        else:
+            values[node] = _boxed(graph, node, plan, windows, values, original[node])
+        for parent in node.all_input_nodes:
+            if last_use[parent] is node:
+                del values[parent]
+    assert isinstance(logits, torch.Tensor)
+    return logits
+
+
+def _batched(value: Any, count: int) -> Any:
+    """An unchanged activation repeated for ``count`` copies (other values as they are)."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == 1:
+        return value.expand(count, *value.shape[1:]).clone()
+    return cloned(value)
+
+
+def incremental_occluded_logits(
+    model: ExplainableModel,
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    windows: list[tuple[int, int]],
+    window: tuple[int, int],
+    fill: float,
+    batch_size: int,
+) -> torch.Tensor | None:
+    """Logits ``(N, len(windows), C)`` of every occluded copy of ``x`` ``(N, 3, H, W)``, or
+    None when the model has no module, does not trace, its traced graph's logits differ
+    from ``logits`` (the model's own, of ``x``), or no layer can be recomputed in part."""
+    if model.graph is not None:
+        return None
+    graph = traced(model.module)
+    if graph is None or sum(node.op == "placeholder" for node in graph.graph.nodes) != 1:
+        return None
+    (wh, ww), (height, width) = window, x.shape[-2:]
+    corners = torch.tensor(windows, dtype=torch.long).reshape(-1, 2)
+    input_regions = torch.stack(
+        [
+            corners[:, 0],
+            (corners[:, 0] + wh).clamp(max=height),
+            corners[:, 1],
+            (corners[:, 1] + ww).clamp(max=width),
+        ],
+        dim=1,
+    )
+    chunk = rows_per_pass(model, batch_size)
+    scores = logits.new_empty((x.shape[0], len(windows), logits.shape[1]))
+    with torch.inference_mode():
+        for sample in range(x.shape[0]):
+            image = x[sample : sample + 1]
+            original = activations(graph, image)
+            traced_logits = original[next(n for n in graph.graph.nodes if n.op == "output")]
+            if not isinstance(traced_logits, torch.Tensor) or not torch.allclose(
+                traced_logits.float(), logits[sample : sample + 1], rtol=AGREEMENT, atol=AGREEMENT
+            ):
+                return None
+            plans = plan_nodes(graph, original, input_regions)
+            if not any(plan.mode in ("window", "local") for plan in plans.values()):
+                return None  # nothing to reuse: every layer would run in full
+            for start, stop in spans(len(windows), chunk):
+                ids = torch.arange(start, stop)
+                occluded = image.expand(stop - start, -1, -1, -1).clone()
+                for row, (top, left) in enumerate(windows[start:stop]):
+                    occluded[row, :, top : top + wh, left : left + ww] = fill
+                scores[sample, start:stop] = _chunk_logits(graph, plans, original, occluded, ids)
+    return scores
