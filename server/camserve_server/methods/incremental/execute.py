@@ -1,14 +1,16 @@
 """Logits of occluded copies of one image, recomputing only each window's changed boxes.
 
-Every node of a chunk holds the ``B`` copies' full activations: the original image's,
-with each copy's box recomputed and written in. A convolution or pooling box runs on
-the input slice its receptive field needs (padded with the operator's fill at the
-borders); a pointwise, additive or concatenating box runs on the same box of its inputs.
+Every node of a chunk holds the original image's activation and the ``B`` copies'
+recomputed boxes, with their positions; full copies are made only for nodes run in
+full. A convolution or pooling box runs on the input slice its receptive field needs
+(padded with the operator's fill at the borders); a pointwise, additive or
+concatenating box runs on the same box of its inputs.
 Nodes planned ``full`` run on the whole batch, as the model's forward does.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,21 +27,59 @@ AGREEMENT = 1e-4  # relative: the traced graph's logits against the model's own 
 def _gather(
     tensor: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fill: float | None
 ) -> torch.Tensor:
-    """``tensor[b, :, rows[b], cols[b]]`` ``(B, C, len(rows), len(cols))``; indices
-    outside the tensor read ``fill``."""
+    """``tensor[b, :, rows[b], cols[b]]`` ``(B, C, len(rows), len(cols))``, ``tensor`` with
+    ``B`` or one sample; indices outside the tensor read ``fill``."""
     height, width = tensor.shape[-2:]
+    tensor = tensor.expand(rows.shape[0], -1, -1, -1)
     batch = torch.arange(rows.shape[0], device=rows.device)[:, None, None]
     picked = tensor[
         batch, :, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]
     ].permute(0, 3, 1, 2)
     if fill is None:
         return picked
-    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
-        :, None, :
-    ]
-    return torch.where(
-        inside[:, None], picked, torch.full((), fill, dtype=picked.dtype, device=picked.device)
-    )
+    inside = _inside(rows, height)[:, :, None] & _inside(cols, width)[:, None, :]
+    return torch.where(inside[:, None], picked, torch.full_like(picked[:1, :1, :1, :1], fill))
+
+
+def _inside(indices: torch.Tensor, size: int) -> torch.Tensor:
+    return (indices >= 0) & (indices < size)
+
+
+@dataclass(frozen=True)
+class Patched:
+    """``B`` copies of a node's output: the original image's ``(1, C, H, W)`` with each
+    copy's recomputed ``patch`` ``(B, C, h, w)`` at its ``rows`` ``(B, h)`` and
+    ``cols`` ``(B, w)``; full copies are made only for a node that runs in full."""
+
+    original: torch.Tensor
+    patch: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+
+    def read(self, rows: torch.Tensor, cols: torch.Tensor, fill: float | None) -> torch.Tensor:
+        """Every copy's values at ``rows`` x ``cols``, ``fill`` outside the layer."""
+        base = _gather(self.original, rows, cols, fill)
+        in_rows, in_cols = rows - self.rows[:, :1], cols - self.cols[:, :1]
+        height, width = self.patch.shape[-2:]
+        inside = _inside(in_rows, height)[:, :, None] & _inside(in_cols, width)[:, None, :]
+        return torch.where(inside[:, None], _gather(self.patch, in_rows, in_cols, None), base)
+
+    def dense(self) -> torch.Tensor:
+        """The full copies ``(B, C, H, W)``."""
+        count = self.patch.shape[0]
+        out = self.original.expand(count, -1, -1, -1).clone()
+        batch = torch.arange(count, device=out.device)[:, None, None]
+        out[batch, :, self.rows[:, :, None], self.cols[:, None, :]] = self.patch.permute(
+            0, 2, 3, 1
+        ).to(out.dtype)
+        return out
+
+
+def _read(value: Any, rows: torch.Tensor, cols: torch.Tensor, fill: float | None) -> torch.Tensor:
+    """Every copy's values of a node's output at ``rows`` x ``cols``."""
+    if isinstance(value, Patched):
+        return value.read(rows, cols, fill)
+    return _gather(value, rows, cols, fill)
 
 
 def _boxed(
@@ -49,32 +89,25 @@ def _boxed(
     windows: torch.Tensor,
     values: dict[fx.Node, Any],
     original: torch.Tensor,
-) -> torch.Tensor:
+) -> Patched:
     """The node's output for each copy: ``original`` with the copy's box recomputed."""
     assert plan.corners is not None
-    corners = plan.corners[windows].to(original.device)
-    count = corners.shape[0]
-    rows = corners[:, :1] + torch.arange(plan.shape[0], device=original.device)
-    cols = corners[:, 1:] + torch.arange(plan.shape[1], device=original.device)
+    device = original.device
+    corners = plan.corners[windows].to(device)
+    rows = corners[:, :1] + torch.arange(plan.shape[0], device=device)
+    cols = corners[:, 1:] + torch.arange(plan.shape[1], device=device)
     if plan.window is not None:
         op = plan.window
         (parent,) = node.all_input_nodes
-        source = values[parent].expand(count, -1, -1, -1)
         in_rows = corners[:, :1] * op.rows.stride - op.rows.padding
         in_cols = corners[:, 1:] * op.cols.stride - op.cols.padding
-        in_rows = in_rows + torch.arange(op.rows.input_length(plan.shape[0]), device=rows.device)
-        in_cols = in_cols + torch.arange(op.cols.input_length(plan.shape[1]), device=rows.device)
-        patch = op.apply(_gather(source, in_rows, in_cols, op.fill))
+        in_rows = in_rows + torch.arange(op.rows.input_length(plan.shape[0]), device=device)
+        in_cols = in_cols + torch.arange(op.cols.input_length(plan.shape[1]), device=device)
+        patch = op.apply(_read(values[parent], in_rows, in_cols, op.fill))
     else:
-        local = {
-            parent: _gather(values[parent].expand(count, -1, -1, -1), rows, cols, None)
-            for parent in node.all_input_nodes
-        }
+        local = {parent: _read(values[parent], rows, cols, None) for parent in node.all_input_nodes}
         patch = call_node(graph, node, local)
-    out = original.expand(count, -1, -1, -1).clone()
-    batch = torch.arange(count, device=rows.device)[:, None, None]
-    out[batch, :, rows[:, :, None], cols[:, None, :]] = patch.permute(0, 2, 3, 1).to(out.dtype)
-    return out
+    return Patched(original, patch, rows, cols)
 
 
 def _chunk_logits(
@@ -91,7 +124,7 @@ def _chunk_logits(
     logits: torch.Tensor | None = None
     for node in graph.graph.nodes:
         if node.op == "output":
-            logits = values[node.args[0]]
+            logits = _full(values[node.args[0]], plans[node.args[0]], count)
             break
         plan = plans[node]
         if plan.mode == "input":
@@ -100,9 +133,7 @@ def _chunk_logits(
             values[node] = original[node]
         elif plan.mode == "full":
             inputs = {
-                parent: _batched(original[parent], count)
-                if plans[parent].mode == "unchanged"
-                else values[parent]
+                parent: _full(values[parent], plans[parent], count)
                 for parent in node.all_input_nodes
             }
             values[node] = call_node(graph, node, inputs)
@@ -115,8 +146,12 @@ def _chunk_logits(
     return logits
 
 
-def _batched(value: Any, count: int) -> Any:
-    """An unchanged activation repeated for ``count`` copies (other values as they are)."""
+def _full(value: Any, plan: NodePlan, count: int) -> Any:
+    """A node's output as the ``count`` full copies a node running in full reads."""
+    if isinstance(value, Patched):
+        return value.dense()
+    if plan.mode != "unchanged":
+        return value
     if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == 1:
         return value.expand(count, *value.shape[1:]).clone()
     return cloned(value)
