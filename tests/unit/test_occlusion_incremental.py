@@ -193,3 +193,31 @@ def test_chunks_give_the_device_up_between_them() -> None:
     windows = len(window_starts(64, 12, 8)) ** 2
     assert result.variant == INCREMENTAL_VARIANT
     assert len(calls) == -(-windows // 16) - 1
+
+
+class ConstantTable(nn.Module):
+    """A learned ``(1, D)`` projection read after a global step: a constant of the graph
+    whose first axis is not the batch, never repeated across copies as an activation is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.projection = nn.Parameter(torch.randn(1, 4 * 16 * 16))
+        self.fc = nn.Linear(1, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        y = y - y.mean()
+        logits: torch.Tensor = self.fc(F.linear(y.flatten(1), self.projection))
+        return logits
+
+
+def test_graph_constants_stay_as_they_are_when_layers_run_in_full() -> None:
+    torch.manual_seed(0)
+    model = ExplainableModel(ConstantTable().eval(), input_size=(32, 32), name="table")
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    fast = occlusion(model, x, True, batch_size=5)
+    full = occlusion(model, x, False, batch_size=5)
+    assert fast.variant == INCREMENTAL_VARIANT
+    assert fast.samples[0].raw is not None and full.samples[0].raw is not None
+    assert relative(fast.samples[0].raw, full.samples[0].raw) <= TOLERANCE

@@ -129,7 +129,7 @@ def _chunk_logits(
         plan = plans[node]
         if plan.mode == "input":
             values[node] = occluded
-        elif plan.mode == "unchanged":
+        elif plan.mode in ("constant", "unchanged"):
             values[node] = original[node]
         elif plan.mode == "full":
             inputs = {

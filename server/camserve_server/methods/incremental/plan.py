@@ -22,7 +22,7 @@ from .regions import Reach, fixed_boxes, through_window, union
 
 FULL_SHARE = 0.6
 
-Mode = Literal["input", "unchanged", "window", "local", "full"]
+Mode = Literal["input", "constant", "unchanged", "window", "local", "full"]
 
 POINTWISE_MODULES = (
     nn.BatchNorm2d,
@@ -88,7 +88,8 @@ class WindowOp:
 @dataclass
 class NodePlan:
     """How one node is computed for a chunk of occluded copies: ``window`` and ``local``
-    in a box of ``shape`` at each window's ``corners`` ``(W, 2)``."""
+    in a box of ``shape`` at each window's ``corners`` ``(W, 2)``; ``constant`` (no path
+    from the input) and ``unchanged`` (no window reaches it) as for the original image."""
 
     mode: Mode
     regions: torch.Tensor | None = None
@@ -163,6 +164,7 @@ def _is_local(graph: fx.GraphModule, node: fx.Node, values: dict[fx.Node, Any]) 
     return all(
         isinstance(values[p], torch.Tensor)
         and values[p].dim() == 4
+        and values[p].shape[0] == 1
         and values[p].shape[-2:] == out.shape[-2:]
         for p in parents
     )
@@ -181,7 +183,10 @@ def plan_nodes(
         if node.op == "output":
             continue
         parents = [plans[p] for p in node.all_input_nodes]
-        changed = [p for p in parents if p.mode != "unchanged"]
+        if all(p.mode == "constant" for p in parents):
+            plans[node] = NodePlan("constant")  # does not depend on the input
+            continue
+        changed = [p for p in parents if p.mode not in ("constant", "unchanged")]
         if not changed:
             plans[node] = NodePlan("unchanged")
             continue
@@ -189,9 +194,12 @@ def plan_nodes(
             plans[node] = NodePlan("full")
             continue
         out = values[node]
-        size = (int(out.shape[-2]), int(out.shape[-1])) if isinstance(out, torch.Tensor) else (0, 0)
+        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+            plans[node] = NodePlan("full")
+            continue
+        size = (int(out.shape[-2]), int(out.shape[-1]))
         op = window_op(graph.get_submodule(str(node.target))) if node.op == "call_module" else None
-        if op is not None and len(node.all_input_nodes) == 1 and out.dim() == 4:
+        if op is not None and len(node.all_input_nodes) == 1:
             regions = through_window(changed[0].regions, op.rows, op.cols, size)  # type: ignore[arg-type]
             mode: Mode = "window"
         elif _is_local(graph, node, values):
