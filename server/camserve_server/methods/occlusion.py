@@ -8,10 +8,13 @@ from typing import ClassVar
 import torch
 
 from ..options import Option
-from .base import BatchInput, Family, Rows
+from .base import BatchInput, BatchResult, Family, Rows, package
 from .chunking import rows_per_pass, spans
 from .heatmap import signed_heatmaps
+from .incremental import incremental_occluded_logits
 from .input_gradients import AttributionMethod, target_rows
+
+INCREMENTAL_VARIANT = "occlusion (incremental)"
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -24,6 +27,10 @@ class Occlusion(AttributionMethod):
     """Each pixel's attribution is the mean, over the windows covering it, of
     ``y_c(x) - y_c(x occluded)``; windows cover all channels and are filled with ``fill``.
     The occluded copies run as batches sized to the memory budget, forward only.
+    With ``incremental`` (Nakandala et al., SIGMOD 2019), each copy reuses the original
+    image's activations and recomputes only the positions its window reaches, layer by
+    layer; a model that does not trace, or an operator the path does not know, runs
+    every copy in full, and the result's variant says which path ran.
     """
 
     id = "occlusion"
@@ -44,35 +51,54 @@ class Occlusion(AttributionMethod):
             minimum=0,
             maximum=4096,
         ),
+        Option(
+            "incremental",
+            True,
+            "recompute only the activations each window changes (exact; falls back to "
+            "full forward passes for models it cannot follow)",
+        ),
     )
 
     def heatmaps(self, attribution: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return signed_heatmaps(attribution)
 
+    def run(self, batch: BatchInput) -> BatchResult:
+        logits, rows, attribution, incremental = self._attributions(batch)
+        heat, empty = self.heatmaps(attribution)
+        samples = package(rows, logits, heat, attribution, empty, {})
+        result = self.result(batch, samples, logits=logits)
+        if incremental:
+            result.variant = INCREMENTAL_VARIANT
+        return result
+
     def attributions(
         self, batch: BatchInput
     ) -> tuple[torch.Tensor, Rows, torch.Tensor, dict[str, torch.Tensor]]:
+        logits, rows, attribution, _ = self._attributions(batch)
+        return logits, rows, attribution, {}
+
+    def _attributions(self, batch: BatchInput) -> tuple[torch.Tensor, Rows, torch.Tensor, bool]:
+        """Logits, target rows, attributions, and whether the incremental path ran."""
         (wh, ww), (sh, sw) = batch.options["window"], batch.options["stride"]
         fill = float(batch.options["fill"])
         x = batch.x
-        n, _, height, width = x.shape
+        height, width = x.shape[-2:]
         windows = [
             (top, left)
             for top in window_starts(height, wh, sh)
             for left in window_starts(width, ww, sw)
         ]
         logits, rows = target_rows(batch)
-        occluded_scores = logits.new_empty((n, len(windows), logits.shape[1]))
-        chunk = rows_per_pass(batch.model, int(batch.options["batch_size"]))
-        with torch.inference_mode():
-            for start, stop in spans(n * len(windows), chunk):
-                pairs = list(range(start, stop))
-                inputs = x[[p // len(windows) for p in pairs]].clone()
-                for row, pair in enumerate(pairs):
-                    top, left = windows[pair % len(windows)]
-                    inputs[row, :, top : top + wh, left : left + ww] = fill
-                flat = occluded_scores.view(-1, logits.shape[1])
-                flat[start:stop] = batch.model.forward(inputs)
+        incremental = None
+        if batch.options.get("incremental", True):
+            incremental = incremental_occluded_logits(
+                batch.model, x, logits, windows, (wh, ww), fill, int(batch.options["batch_size"])
+            )
+        occluded_scores = (
+            incremental
+            if incremental is not None
+            else self._occluded_scores(batch, logits, windows, (wh, ww), fill)
+        )
         drops = rows.scores(logits)[:, None] - occluded_scores[rows.sample, :, rows.target]
         total = x.new_zeros((len(rows), height, width))
         coverage = x.new_zeros((height, width))
@@ -83,4 +109,27 @@ class Occlusion(AttributionMethod):
             coverage > 0, total / coverage.clamp_min(1), torch.zeros_like(total)
         )
         attribution = mean_drop[:, None].expand(-1, x.shape[1], -1, -1).contiguous()
-        return logits, rows, attribution, {}
+        return logits, rows, attribution, incremental is not None
+
+    @staticmethod
+    def _occluded_scores(
+        batch: BatchInput,
+        logits: torch.Tensor,
+        windows: list[tuple[int, int]],
+        window: tuple[int, int],
+        fill: float,
+    ) -> torch.Tensor:
+        """Logits ``(N, len(windows), C)`` of every occluded copy, each a full forward pass."""
+        (wh, ww), x = window, batch.x
+        occluded_scores = logits.new_empty((x.shape[0], len(windows), logits.shape[1]))
+        chunk = rows_per_pass(batch.model, int(batch.options["batch_size"]))
+        with torch.inference_mode():
+            for start, stop in spans(x.shape[0] * len(windows), chunk):
+                pairs = list(range(start, stop))
+                inputs = x[[p // len(windows) for p in pairs]].clone()
+                for row, pair in enumerate(pairs):
+                    top, left = windows[pair % len(windows)]
+                    inputs[row, :, top : top + wh, left : left + ww] = fill
+                flat = occluded_scores.view(-1, logits.shape[1])
+                flat[start:stop] = batch.model.forward(inputs)
+        return occluded_scores
