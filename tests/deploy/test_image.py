@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from deploy_checks import DEPLOY, K8S, ROOT, exported_metric_names, render
-from pod_as_container import pod_run
+from pod_as_container import limits, pod_run
 from podman_cli import Container, Podman
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -176,8 +176,9 @@ def test_gpu_image_builds_on_the_same_base_with_torchs_cuda(podman: Podman, base
     tag, build_s = build(podman, "gpu", "CUDA_IMAGE", base)
     try:
         probe = podman(
-            "run", "--rm", "--read-only", "--user", "10001:10001", "--entrypoint", "python",
-            tag, "-c", "import torch, camserve_server.app; print(torch.version.cuda)",
+            "run", "--rm", "--read-only", "--user", "10001:10001", *limits(),
+            "--entrypoint", "python", tag,
+            "-c", "import torch, camserve_server.app; print(torch.version.cuda)",
             timeout=300,
         )  # fmt: skip
         assert probe.stdout.strip().split(".")[0].isdigit(), probe.stdout
