@@ -8,7 +8,7 @@ IMAGE ?= camserve
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 TORCH_INDEX_URL ?=
 
-.PHONY: help venv demo test test-fast lint format protos bench image image-gpu clean
+.PHONY: help venv demo test test-fast lint format protos bench image image-gpu image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,7 @@ demo: venv ## start the server, explain the samples, write figures and an HTML r
 test: venv lint ## lint, type-check and run the whole test suite
 	@bash scripts/ensure_chromium.sh
 	@bash scripts/ensure_redis.sh
+	@bash scripts/ensure_podman.sh
 	$(PY) -m pytest
 
 test-fast: venv ## the test suite without the slow tests
@@ -56,6 +57,10 @@ image: ## build the CPU image camserve:<version>-cpu (needs a Docker engine; dep
 
 image-gpu: ## build the CUDA image camserve:<version>-gpu (needs a Docker engine)
 	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile.gpu -t $(IMAGE):$(VERSION)-gpu .
+
+image-test: venv ## build both images with podman, run the CPU one as Kubernetes does (about 20 min)
+	@bash scripts/ensure_podman.sh
+	$(PY) -m pytest -m image tests/deploy/test_image.py
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf out build dist .pytest_cache .mypy_cache .ruff_cache
