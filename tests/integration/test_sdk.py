@@ -78,7 +78,13 @@ def test_methods_lists_ids_families_and_option_defaults(client: ExplainClient) -
     occlusion = methods["occlusion"]
     assert occlusion.family == "perturbation"
     assert not occlusion.uses_layer
-    assert occlusion.options == {"window": [32, 32], "stride": [16, 16], "fill": 0, "batch_size": 0}
+    assert occlusion.options == {
+        "window": [32, 32],
+        "stride": [16, 16],
+        "fill": 0,
+        "batch_size": 0,
+        "incremental": True,
+    }
     assert set(occlusion.option_help) == set(occlusion.options)
     assert methods["integrated_gradients"].options["steps"] == 50
 
