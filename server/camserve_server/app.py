@@ -20,6 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from camserve.v1 import (
+    evaluate_pb2,
+    evaluate_pb2_grpc,
     explain_pb2,
     explain_pb2_grpc,
     imagesets_pb2,
@@ -30,10 +32,13 @@ from camserve.v1 import (
 
 from .config import ModelSpec, Settings
 from .errors import FailedPrecondition
+from .evaluation.service import EvaluationService
+from .evaluation.servicer import EvaluateServicer
 from .imagesets.service import ImageSetService
 from .imagesets.servicer import ImageSetServicer
 from .jobs.service import JobService
 from .jobs.servicer import VisualizeServicer
+from .jobs.slots import JobSlots
 from .methods import METHODS
 from .models import ExplainableModel
 from .models.loading import LoadedModel, load_model
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = explain_pb2.DESCRIPTOR.services_by_name["ExplainService"].full_name
 IMAGESETS_NAME = imagesets_pb2.DESCRIPTOR.services_by_name["ImageSetService"].full_name
 JOBS_NAME = jobs_pb2.DESCRIPTOR.services_by_name["VisualizeService"].full_name
+EVALUATE_NAME = evaluate_pb2.DESCRIPTOR.services_by_name["EvaluateService"].full_name
 
 
 def resolve_devices(spec: str) -> list[torch.device]:
@@ -76,6 +82,7 @@ class Runtime:
     service: ExplainService
     imagesets: ImageSetService
     jobs: JobService
+    evaluations: EvaluationService
     health: health.aio.HealthServicer
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -181,6 +188,8 @@ def build_runtime(settings: Settings) -> Runtime:
         """The device worker with the fewest batches and steps queued or running."""
         return min(workers, key=lambda worker: worker.pending)
 
+    imagesets = ImageSetService(settings, models, least_busy_worker, metrics)
+    slots = JobSlots(settings.max_jobs, metrics)  # optimisation jobs and evaluations
     return Runtime(
         settings=settings,
         metrics=metrics,
@@ -189,8 +198,11 @@ def build_runtime(settings: Settings) -> Runtime:
         batcher=batcher,
         workers=workers,
         service=ExplainService(settings, models, batcher, cache, metrics, threads),
-        imagesets=ImageSetService(settings, models, least_busy_worker, metrics),
-        jobs=JobService(settings, models, least_busy_worker, metrics),
+        imagesets=imagesets,
+        jobs=JobService(settings, models, least_busy_worker, metrics, slots),
+        evaluations=EvaluationService(
+            settings, models, least_busy_worker, slots, imagesets.kept_pictures
+        ),
         health=HealthServicer(),
     )
 
@@ -249,11 +261,21 @@ async def build_server(
         ImageSetServicer(runtime.imagesets), server
     )
     jobs_pb2_grpc.add_VisualizeServiceServicer_to_server(VisualizeServicer(runtime.jobs), server)
+    evaluate_pb2_grpc.add_EvaluateServiceServicer_to_server(
+        EvaluateServicer(runtime.evaluations), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(runtime.health, server)
     await runtime.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await runtime.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, IMAGESETS_NAME, JOBS_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            IMAGESETS_NAME,
+            JOBS_NAME,
+            EVALUATE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     address = f"{settings.host}:{settings.port}"

@@ -107,6 +107,8 @@ class Settings:
     max_jobs: int = 4
     max_job_steps: int = 2000
     job_cache_bytes: int = 64 * MIB
+    max_evaluation_images: int = 256
+    max_evaluation_maps: int = 20_000
     max_set_images: int = 100_000
     max_set_bytes: int = 1024 * MIB
     tls_cert: str | None = None
@@ -158,9 +160,12 @@ _HELP = {
     "decode_threads": "threads that decode and preprocess images off the event loop",
     "processes": "server processes sharing the gRPC port (SO_REUSEPORT), each with its own "
     "models; more than 1 needs --redis-url",
-    "max_jobs": "optimisation jobs running at once; beyond, RESOURCE_EXHAUSTED",
+    "max_jobs": "optimisation jobs and evaluations running at once; beyond, RESOURCE_EXHAUSTED",
     "max_job_steps": "most optimisation steps one job may run",
     "job_cache_bytes": "bytes of finished job results kept in memory",
+    "max_evaluation_images": "most images one evaluation (Evaluate) may score",
+    "max_evaluation_maps": "most maps one evaluation may compute (images x methods x "
+    "(1 + sanity stages))",
     "max_set_images": "most images one image set may hold",
     "max_set_bytes": "most bytes one image set's records may take in the store",
     "tls_cert": "PEM server certificate (enables TLS with --tls-key)",

@@ -205,7 +205,8 @@ class EvaluateRequest(_message.Message):
     """Run the model-randomisation sanity check: each method's maps again on a
     copy of the model whose parameterised layers are re-initialised in
     stages from the output down (cascading), compared with the original maps
-    by Spearman rank correlation. Needs a torch model.
+    by Spearman rank correlation (a constant map against a varying one counts
+    as 0, two constant maps as NaN). Needs a torch model.
     """
     sanity_stages: _builtins.int
     """The stages of the cascade, in [1, 16]: the parameterised layers, from the
@@ -408,8 +409,10 @@ class SanityCheck(_message.Message):
     PASSED_FIELD_NUMBER: _builtins.int
     STAGES_FIELD_NUMBER: _builtins.int
     correlation: _builtins.float
-    """Mean Spearman correlation at the last stage (every parameterised layer
-    re-initialised).
+    """The highest mean Spearman correlation over the stages: how much of the
+    maps survives where re-initialisation changes them least (usually the
+    first stage, only the top layers re-initialised). NaN when no stage has
+    a correlation (maps with no ranking).
     """
     passed: _builtins.bool
     """True when `correlation` is below the report's sanity_threshold: the maps

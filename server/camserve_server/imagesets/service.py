@@ -102,6 +102,16 @@ class ImageSetService:
         """The named set's description; ``NotFound`` when there is none."""
         return await self._context.describe(name)
 
+    async def kept_pictures(self, name: str) -> tuple[str, list[bytes]]:
+        """The model that indexed the named set, and each member's kept picture (the
+        model's view, PNG) in the set's order; ``NotFound`` when there is no such set."""
+        info = await self._context.describe(name)
+
+        def read() -> list[bytes]:
+            return [record.image for record in self._context.store.members(info.name)]
+
+        return info.model, await self._context.off_loop(read)
+
     async def delete(self, name: str) -> tuple[SetInfo, int]:
         """Delete the named set; its description before deletion and the bytes freed."""
         info = await self._context.describe(name)

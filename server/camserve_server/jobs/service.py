@@ -1,8 +1,7 @@
 """Run optimisation jobs on the device workers, one step at a time, streaming progress.
 
-A job is admitted when fewer than ``max_jobs`` run; beyond, it is refused at
-once with RESOURCE_EXHAUSTED (``Overloaded``): a refused caller retries later,
-and the server never holds an unbounded queue of long jobs. Each step runs on
+A job is admitted when fewer than ``max_jobs`` jobs and evaluations run
+(``slots.JobSlots``); beyond, it is refused at once with RESOURCE_EXHAUSTED. Each step runs on
 a device worker with ``Priority.BACKGROUND``, so explanation batches take the
 device between steps. Cancelling the call (or its deadline passing) stops the
 job at the next step boundary: the step in flight finishes, no further step
@@ -14,22 +13,20 @@ seed, target, layer, channel, input hashes).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..answers import ClassScore
 from ..config import Settings
-from ..errors import InvalidArgument, NotFound, Overloaded, choices
-from ..models import ExplainableModel
+from ..errors import InvalidArgument, NotFound, choices
 from ..models.loading import LoadedModel
 from ..query import ImageSource
-from ..runtime.device_slot import Priority
+from ..runtime.background import Models, background_step
 from ..runtime.metrics import Metrics
 from ..runtime.workers import DeviceWorker
 from .base import Job, JobMethod, JobOutcome, JobRequest, Normalisation, StepEvent
@@ -45,12 +42,9 @@ from .events import (
 )
 from .registry import JOB_METHODS, get_job_method
 from .result_cache import FinishedJob, ResultCache, job_key
+from .slots import JobSlots
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 MAX_SEED = 2**63 - 1
-Models = dict[str, ExplainableModel]
 
 
 @dataclass(frozen=True)
@@ -78,15 +72,16 @@ class JobService:
         models: Mapping[str, LoadedModel],
         pick_worker: Callable[[], DeviceWorker],
         metrics: Metrics,
+        slots: JobSlots,
     ) -> None:
         self.settings = settings
         self.models = models
         self.pick_worker = pick_worker
         self.metrics = metrics
-        self.max_jobs = max(1, settings.max_jobs)
+        self.slots = slots
+        self.max_jobs = slots.limit
         self.max_steps = max(1, settings.max_job_steps)
         self.cache = ResultCache(settings.job_cache_bytes)
-        self.running = 0
 
     @staticmethod
     def methods() -> list[JobMethod]:
@@ -108,7 +103,7 @@ class JobService:
                 None, self._result, loaded, method, query, prepared, hit, True, 0.0
             )
             return
-        self._admit(loaded.name, method.id)
+        self.slots.acquire(loaded.name, method.id)
         outcome = "error"
         try:
             finished: FinishedJob | None = None
@@ -129,9 +124,7 @@ class JobService:
             outcome = "cancelled"
             raise
         finally:
-            self.running -= 1
-            self.metrics.jobs_running.set(self.running)
-            self.metrics.jobs.labels(loaded.name, method.id, outcome).inc()
+            self.slots.release(loaded.name, method.id, outcome)
 
     async def _execute(
         self,
@@ -150,7 +143,7 @@ class JobService:
             model = models[name]
             return method.create(model, _on_device(request, model.device))
 
-        job = await _on_worker(worker, create)
+        job = await background_step(worker, create)
         total = int(job.total_steps)
         if total > self.max_steps:
             raise InvalidArgument(
@@ -160,7 +153,7 @@ class JobService:
         every = query.preview_every
         step_seconds = self.metrics.job_step.labels(name, method.id)
         for _ in range(total):
-            stepped = await _on_worker(worker, lambda _models: _step(job, every))
+            stepped = await background_step(worker, lambda _models: _step(job, every))
             step_seconds.observe(stepped.seconds)
             event = stepped.event
             preview = None
@@ -177,18 +170,8 @@ class JobService:
             )
             if event.done or event.step >= event.total:
                 break
-        outcome = await _on_worker(worker, lambda _models: job.outcome())
+        outcome = await background_step(worker, lambda _models: job.outcome())
         yield _finished(outcome, request.layer or "")
-
-    def _admit(self, model: str, method: str) -> None:
-        if self.running >= self.max_jobs:
-            self.metrics.jobs.labels(model, method, "refused").inc()
-            raise Overloaded(
-                f"{self.running} jobs are running, the server's limit "
-                f"(--max-jobs {self.max_jobs}); retry later"
-            )
-        self.running += 1
-        self.metrics.jobs_running.set(self.running)
 
     def _model(self, name: str) -> LoadedModel:
         if not name and len(self.models) == 1:
@@ -288,19 +271,6 @@ class JobService:
             seed=query.seed,
             total_s=elapsed,
         )
-
-
-async def _on_worker(worker: DeviceWorker, fn: Callable[[Models], T]) -> T:
-    """``fn`` on the worker's device thread. On cancellation, the call in flight (one step at
-    most) is let finish before ``CancelledError`` propagates, so the worker is free then."""
-    call = asyncio.ensure_future(worker.run_step(fn, priority=Priority.BACKGROUND))
-    try:
-        return await asyncio.shield(call)
-    except asyncio.CancelledError:
-        await asyncio.wait([call])
-        if not call.cancelled() and call.exception() is not None:
-            log.debug("a job step failed after its caller left", exc_info=call.exception())
-        raise
 
 
 def _step(job: Job, preview_every: int) -> _Stepped:

@@ -166,13 +166,14 @@ class Metrics:
 
         self.jobs = Counter(
             "camserve_jobs_total",
-            "Optimisation jobs by how they ended: ok, cancelled, error, cached, refused.",
+            'Optimisation jobs and evaluations (method "evaluate") by how they ended: '
+            "ok, cancelled, error, cached, refused.",
             ["model", "method", "outcome"],
             registry=r,
         )
         self.jobs_running = Gauge(
             "camserve_jobs_running",
-            "Optimisation jobs admitted and not yet ended.",
+            "Optimisation jobs and evaluations admitted and not yet ended.",
             registry=r,
             multiprocess_mode="livesum",
         )
