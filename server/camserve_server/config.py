@@ -117,6 +117,7 @@ class Settings:
     auth_tokens: tuple[str, ...] = ()
     reflection_without_auth: bool = False
     max_connection_age_s: float = 300.0
+    max_connection_age_grace_s: float = 3600.0
     grace_period_s: float = 20.0
     log_level: str = "INFO"
     models: tuple[ModelSpec, ...] = field(default=())
@@ -175,6 +176,8 @@ _HELP = {
     "reflection_without_auth": "serve reflection without a token when auth is on (true/false; "
     "default false: reflection tells anyone the whole API)",
     "max_connection_age_s": "seconds before a client connection is asked to reconnect",
+    "max_connection_age_grace_s": "seconds a call in flight (a long job or evaluation) may "
+    "keep its connection past its age; new calls reconnect at once",
     "grace_period_s": "seconds in-flight calls may finish after SIGTERM",
     "log_level": "logging level",
 }

@@ -342,3 +342,22 @@ def test_bad_input_is_refused_before_any_work(small_server: ServerThread, case: 
     assert failure.value.code() == code
     assert expected in (failure.value.details() or "")
     assert running(small_server) == 0
+
+
+def test_a_long_evaluation_outlives_the_connection_age() -> None:
+    """Connections are aged out for rebalancing; a call in flight keeps its connection
+    for --max-connection-age-grace-s, so a long job is not cut off mid-stream."""
+    thread = ServerThread(
+        settings_for(
+            None, max_connection_age_s=0.5, max_connection_age_grace_s=120, grace_period_s=0.5
+        )
+    )
+    thread.start()
+    try:
+        request = evaluation(methods=["scorecam"], images=IMAGES[:4], sanity_check=True)
+        stream = events(thread.address, request)
+        *progress, last = stream
+        assert progress[-1].progress.elapsed_ms > 1500  # three times the age, at least
+        assert last.WhichOneof("event") == "report"
+    finally:
+        thread.stop()
