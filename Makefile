@@ -52,11 +52,12 @@ bench: venv ## the benchmark harness: camserve against same-run baselines (a few
 	$(PY) -m bench.run
 
 image: ## build the CPU image camserve:<version>-cpu (needs a Docker engine; deploy/README.md)
-	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile.cpu --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
-		-t $(IMAGE):$(VERSION)-cpu .
+	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile --build-arg VARIANT=cpu \
+		--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(IMAGE):$(VERSION)-cpu .
 
-image-gpu: ## build the CUDA image camserve:<version>-gpu (needs a Docker engine)
-	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile.gpu -t $(IMAGE):$(VERSION)-gpu .
+image-gpu: ## build the GPU image camserve:<version>-gpu from the same Dockerfile
+	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile --build-arg VARIANT=gpu \
+		-t $(IMAGE):$(VERSION)-gpu .
 
 image-test: venv ## build both images with podman, run the CPU one as Kubernetes does (about 20 min)
 	@bash scripts/ensure_podman.sh

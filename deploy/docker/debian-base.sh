@@ -2,7 +2,7 @@
 # Bootstrap a Python base image from Debian's archive, for machines that cannot pull
 # python:3.11-slim. Usage:
 #   deploy/docker/debian-base.sh [TAG]          (default camserve-base:bookworm)
-# then build with --build-arg PYTHON_IMAGE=localhost/TAG (or CUDA_IMAGE for the GPU file).
+# then build either variant with --build-arg PYTHON_IMAGE=localhost/TAG.
 # Needs root, mmdebstrap and podman. The packages come from the host's apt sources, or
 # from the sources file named by DEBIAN_SOURCES (sources.list or deb822 format).
 # The image has Debian's python3 (3.11) at /usr/bin/python3, venv, CA certificates and

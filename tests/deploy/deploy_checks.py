@@ -20,9 +20,8 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 ADAPTER = K8S / "prometheus-adapter"
-DOCKERFILES = sorted(
-    p for p in (DEPLOY / "docker").glob("Dockerfile.*") if p.suffix != ".dockerignore"
-)
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+VARIANTS = ("cpu", "gpu")  # its VARIANT build argument: the images `make image[-gpu]` builds
 NAMESPACE = "camserve"
 
 sys.path.insert(0, str(DEPLOY))

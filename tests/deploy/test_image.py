@@ -1,8 +1,10 @@
-"""The images, built from the project's Dockerfiles and started for real: the CPU image
-runs as the Kubernetes manifests run it (its user, read-only root with a tmpfs /tmp,
-no capabilities, the published gRPC and metrics ports), passes its own HEALTHCHECK,
-answers the CLI through the published port, serves /metrics, and drains on SIGTERM.
-The GPU image is built on the same base (running it needs a GPU).
+"""The images, both variants built from the project's one Dockerfile and the CPU one
+started for real: it runs as the Kubernetes manifests run it (its user, read-only root
+with a tmpfs /tmp, no capabilities, the published gRPC and metrics ports), passes its own
+HEALTHCHECK, answers the CLI through the published port, serves /metrics, and drains on
+SIGTERM. The GPU variant is built on the same base and inspected (running it needs a
+GPU): torch is a CUDA build, the NVIDIA toolkit's variables ask for the GPUs, and it
+shares every filesystem layer with the CPU image.
 
 Both build on a Python base bootstrapped from Debian's archive
 (deploy/docker/debian-base.sh), or on ``CAMSERVE_IMAGE_TEST_BASE`` when it names one.
@@ -17,10 +19,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from deploy_checks import DEPLOY, K8S, ROOT, exported_metric_names, render
+from deploy_checks import DEPLOY, DOCKERFILE, K8S, ROOT, exported_metric_names, render
 from pod_as_container import limits, pod_run
 from podman_cli import Container, Podman
 
@@ -69,7 +72,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
 
 @pytest.fixture(scope="module")
 def base(podman: Podman) -> str:
-    """The Python base image both Dockerfiles build on."""
+    """The Python base image both variants build on."""
     given = os.environ.get("CAMSERVE_IMAGE_TEST_BASE")
     if given:
         return given
@@ -81,13 +84,18 @@ def base(podman: Podman) -> str:
     return "localhost/camserve-image-test-base:bookworm"
 
 
-def build(podman: Podman, kind: str, base_arg: str, base: str) -> tuple[str, float]:
-    """Build ``Dockerfile.<kind>``; its tag and the seconds it took."""
-    tag = f"localhost/camserve-image-test:{kind}"
-    dockerfile = DOCKER / f"Dockerfile.{kind}"
-    args = ["build", "--format", "docker", "-f", str(dockerfile), "-t", tag]
-    args += ["--ignorefile", str(dockerfile.with_name(dockerfile.name + ".dockerignore"))]
-    args += ["--build-arg", f"{base_arg}={base}"]
+@dataclass(frozen=True)
+class Built:
+    tag: str
+    build_s: float
+
+
+def build(podman: Podman, variant: str, base: str) -> Built:
+    """Build the Dockerfile's ``variant`` as ``make image[-gpu]`` does, on ``base``."""
+    tag = f"localhost/camserve-image-test:{variant}"
+    args = ["build", "--format", "docker", "-f", str(DOCKERFILE), "-t", tag]
+    args += ["--ignorefile", str(DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore"))]
+    args += ["--build-arg", f"PYTHON_IMAGE={base}", "--build-arg", f"VARIANT={variant}"]
     bundle = ca_bundle()
     if bundle:
         args += ["-v", f"{bundle.parent}:{bundle.parent}:ro", "--build-arg", f"PIP_CERT={bundle}"]
@@ -96,12 +104,35 @@ def build(podman: Podman, kind: str, base_arg: str, base: str) -> tuple[str, flo
     seconds = time.monotonic() - start
     env = podman.inspect("image", tag)["Config"]["Env"]
     assert not [e for e in env if e.startswith(("PIP_CERT=", "REQUESTS_CA_BUNDLE="))], env
-    return tag, seconds
+    return Built(tag, seconds)
 
 
 def remove(podman: Podman, tag: str) -> None:
     podman("rmi", "--force", tag, timeout=300, check=False)
     podman("image", "prune", "--force", timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def cpu_image(podman: Podman, base: str) -> Iterator[Built]:
+    built = build(podman, "cpu", base)
+    yield built
+    remove(podman, built.tag)
+
+
+@pytest.fixture(scope="module")
+def gpu_image(podman: Podman, base: str) -> Iterator[Built]:
+    """Built after the CPU image when both tests run: with the same torch wheels it reuses
+    the CPU build's layers, and only its variant's settings are new."""
+    built = build(podman, "gpu", base)
+    yield built
+    remove(podman, built.tag)
+
+
+def nvidia_env(podman: Podman, tag: str) -> dict[str, str]:
+    """The image's NVIDIA container toolkit variables."""
+    env = podman.inspect("image", tag)["Config"]["Env"]
+    pairs = [e.partition("=") for e in env if e.startswith("NVIDIA_")]
+    return {name: value for name, _, value in pairs}
 
 
 def camserve(server: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -124,9 +155,10 @@ def report(**figures: float) -> None:
 
 
 def test_cpu_image_serves_as_the_manifests_run_it_and_drains(
-    podman: Podman, base: str, tmp_path: Path
+    podman: Podman, cpu_image: Built, tmp_path: Path
 ) -> None:
-    tag, build_s = build(podman, "cpu", "PYTHON_IMAGE", base)
+    tag = cpu_image.tag
+    assert nvidia_env(podman, tag) == {"NVIDIA_VISIBLE_DEVICES": "void"}, "no GPU"
     name = "camserve-image-test"
     try:
         run = pod_run(render(K8S / "overlays" / "cpu"), tmp_path)
@@ -164,24 +196,39 @@ def test_cpu_image_serves_as_the_manifests_run_it_and_drains(
         assert "draining for up to" in logs, logs
         assert stop_s < run.grace_s, "stopped by SIGTERM's drain, not by SIGKILL"
         size_gb = podman.image_size(tag) / 1e9
-        report(build_s=build_s, size_gb=size_gb, ready_s=ready_s, stop_s=stop_s)
+        report(build_s=cpu_image.build_s, size_gb=size_gb, ready_s=ready_s, stop_s=stop_s)
     finally:
         podman("rm", "--force", name, check=False)
-        remove(podman, tag)
 
 
-def test_gpu_image_builds_on_the_same_base_with_torchs_cuda(podman: Podman, base: str) -> None:
+def test_gpu_image_builds_on_the_same_base_with_torchs_cuda(
+    podman: Podman, gpu_image: Built
+) -> None:
     """PyPI's torch wheels carry the CUDA runtime, so the GPU image needs no CUDA base;
     the NVIDIA container toolkit brings the driver when it runs."""
-    tag, build_s = build(podman, "gpu", "CUDA_IMAGE", base)
-    try:
-        probe = podman(
-            "run", "--rm", "--read-only", "--user", "10001:10001", *limits(),
-            "--entrypoint", "python", tag,
-            "-c", "import torch, camserve_server.app; print(torch.version.cuda)",
-            timeout=300,
-        )  # fmt: skip
-        assert probe.stdout.strip().split(".")[0].isdigit(), probe.stdout
-        report(build_s=build_s, size_gb=podman.image_size(tag) / 1e9)
-    finally:
-        remove(podman, tag)
+    tag = gpu_image.tag
+    assert nvidia_env(podman, tag) == {
+        "NVIDIA_VISIBLE_DEVICES": "all",
+        "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+    }
+    probe = podman(
+        "run", "--rm", "--read-only", "--user", "10001:10001", *limits(),
+        "--entrypoint", "python", tag,
+        "-c", "import torch, camserve_server.app; print(torch.version.cuda)",
+        timeout=300,
+    )  # fmt: skip
+    assert probe.stdout.strip().split(".")[0].isdigit(), "a CUDA build of torch: " + probe.stdout
+    report(build_s=gpu_image.build_s, size_gb=podman.image_size(tag) / 1e9)
+
+
+def test_the_variants_differ_only_in_the_nvidia_settings(
+    podman: Podman, cpu_image: Built, gpu_image: Built
+) -> None:
+    """Same torch wheels (no TORCH_INDEX_URL), same layers: the GPU image costs no disk
+    beside the CPU one, and they run the same way."""
+    cpu, gpu = (podman.inspect("image", i.tag) for i in (cpu_image, gpu_image))
+    assert cpu["RootFS"]["Layers"] == gpu["RootFS"]["Layers"]
+    for config in (cpu["Config"], gpu["Config"]):
+        config["Env"] = [e for e in config["Env"] if not e.startswith("NVIDIA_")]
+    assert cpu["Config"] == gpu["Config"]
+    assert cpu.get("Healthcheck") == gpu.get("Healthcheck")
