@@ -121,7 +121,7 @@ def test_charts_are_drawn_at_their_size_and_the_curves_need_a_check() -> None:
     assert score_bars_chart(ev, "pointing_game", width=400, height=240).size == (400, 240)
     assert sanity_curves_chart(ev).size == (720, 360)
     nan_only = evaluation(report_proto(targets=(0,), scores={"random": {"deletion": [NAN]}}))
-    assert score_bars_chart(nan_only, "deletion").size == (520, 320)
+    assert score_bars_chart(nan_only, "deletion").size == (640, 380)
     with pytest.raises(ValueError, match="no method of this evaluation ran the sanity check"):
         sanity_curves_chart(_evaluation(sanity=False))
 

@@ -34,7 +34,7 @@ def _label(method: str) -> str:
 
 
 def score_bars_figure(
-    evaluation: Evaluation, metric: str, *, width: int = 520, height: int = 320
+    evaluation: Evaluation, metric: str, *, width: int = 640, height: int = 380
 ) -> Figure:
     """One bar per method for ``metric`` (see the module); a method without a value for it
     gets an empty slot marked ``n/a``."""
@@ -68,7 +68,7 @@ def score_bars_figure(
 
 
 def score_bars_chart(
-    evaluation: Evaluation, metric: str, *, width: int = 520, height: int = 320
+    evaluation: Evaluation, metric: str, *, width: int = 640, height: int = 380
 ) -> Image.Image:
     """``score_bars_figure`` drawn as a ``width`` x ``height`` RGB image."""
     return _mpl.to_image(score_bars_figure(evaluation, metric, width=width, height=height))

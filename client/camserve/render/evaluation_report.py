@@ -101,7 +101,7 @@ def evaluation_page(
         _chart(
             score_bars_chart(evaluation, name),
             f"{name}: a bar per method, best first",
-            f"{name} {info.arrow}: best first",
+            f"{name} {info.arrow}: {info.description or info.direction}",
         )
         for name, info in evaluation.metrics.items()
     ]
