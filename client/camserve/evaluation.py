@@ -224,8 +224,11 @@ class Evaluation:
 
     @property
     def images(self) -> int:
-        """How many images were evaluated."""
-        return len(self.targets)
+        """How many images were evaluated (one target each; else one value each)."""
+        if self.targets:
+            return len(self.targets)
+        counts = [s.values.size for r in self.results for s in r.scores.values()]
+        return max(counts, default=0)
 
     def result(self, method: str) -> MethodEvaluation:
         """One method's results; KeyError naming the evaluated methods when absent."""
@@ -357,10 +360,9 @@ class Evaluation:
         }
 
     def __repr__(self) -> str:
-        best = {name: self.best(name) for name in self.metrics}
         return (
             f"Evaluation(model={self.model!r}, layer={self.layer!r}, images={self.images}, "
-            f"methods={_reprs.brief(self.methods)}, best={_reprs.brief(best)}, "
+            f"ranking={_reprs.brief(self.ranking())}, metrics={_reprs.brief(list(self.metrics))}, "
             f"sanity={_reprs.brief(self.sanity)}, total_ms={self.total_ms:.4g})"
         )
 

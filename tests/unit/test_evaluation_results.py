@@ -34,6 +34,9 @@ def test_the_report_is_read_in_order_with_its_settings() -> None:
     ev = _evaluation(model="resnet", layer="layer4", targets=(3, 1, 2, 0))
     assert ev.model == "resnet" and ev.layer == "layer4"
     assert ev.targets == (3, 1, 2, 0) and ev.images == 4
+    untargeted = report_proto(targets=(0, 1, 2))
+    del untargeted.targets[:]
+    assert evaluation(untargeted).images == 3  # counted by the values then
     assert ev.methods == ["gradcam", "saliency", "random"]
     assert list(ev.metrics) == ["deletion", "insertion"]
     assert ev.metrics["deletion"].higher_is_better is False
@@ -170,12 +173,12 @@ def test_to_dict_is_strict_json_with_nan_as_null() -> None:
     }
 
 
-def test_repr_is_short_and_names_the_best_methods() -> None:
+def test_repr_is_short_and_gives_the_ranking() -> None:
     ev = _evaluation(sanity={"gradcam": [[0.1] * 4]})
     text = repr(ev)
     assert len(text) < 400 and "array(" not in text
-    assert "methods=['gradcam', 'saliency', 'random']" in text
-    assert "best={'deletion': 'gradcam', 'insertion': 'gradcam'}" in text
+    assert "images=4, ranking=['gradcam', 'saliency', 'random']" in text
+    assert "metrics=['deletion', 'insertion']" in text
     assert "sanity={'gradcam': 0.1}" in text
     assert "values=float64 (4,)" in repr(ev.summary("gradcam", "deletion"))
 
