@@ -3,10 +3,10 @@
 A ``Call`` is what one method call does apart from how the client waits: which RPC,
 the request (built when the call runs, so the asyncio client can build one that reads
 files in a worker thread), and how the reply becomes the result. ``_explain_calls``,
-``_job_calls`` and ``_set_calls`` write each method as a function of its arguments
-that returns a ``Call``; ``blocking``, ``awaiting`` and ``streaming`` make that function
-a method of ``ExplainClient`` or ``AsyncExplainClient``, with its signature and
-docstring; the client runs the ``Call`` (``_unary``, ``_explain_many``, ``_job_events``,
+``_job_calls``, ``_evaluate_calls`` and ``_set_calls`` write each method as a function of
+its arguments that returns a ``Call``; ``blocking``, ``awaiting`` and ``streaming`` make
+that function a method of ``ExplainClient`` or ``AsyncExplainClient``, with its signature
+and docstring; the client runs the ``Call`` (``_unary``, ``_explain_many``, ``_events``,
 ``_index``).
 """
 
@@ -18,8 +18,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Gene
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
-from camserve import _visualize
-from camserve.jobs import VisualizationEvent, VisualizationResult
+from camserve import _streams
+from camserve._streams import ProgressCallback
 from camserve.sets import IndexResult
 
 if TYPE_CHECKING:
@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from camserve.async_client import AsyncExplainClient
     from camserve.client import ExplainClient
     from camserve.errors import CamserveError
-    from camserve.v1 import jobs_pb2 as jpb
 
 P = ParamSpec("P")
 T = TypeVar("T")
+E = TypeVar("E")
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
@@ -88,29 +88,62 @@ class ExplainMany(Call[T]):
 
 
 @dataclass(frozen=True)
-class JobEvents(Call[Generator[VisualizationEvent, None, None]]):
-    """An optimisation job's stream of events; ``build`` makes the request (reading images).
-    The asyncio client streams it through ``streaming``, not ``awaiting``."""
+class EventStream(Call[Generator[E, None, None]], Generic[E]):
+    """A job's stream of events (``visualize_events``, ``evaluate_events``): ``rpc`` picks the
+    stub's server-streaming method, ``build`` makes the request (reading images) and
+    ``parse`` turns each message into an event. The asyncio client streams it through
+    ``streaming``, not ``awaiting``.
 
-    build: Callable[[], jpb.VisualizeRequest]
+    The call's deadline is ``timeout``; when that is None, ``default_deadline(request,
+    client_timeout)`` where given (a deadline that grows with the work asked), else the
+    client's timeout.
+    """
+
+    rpc: Callable[[Stubs], Any]
+    build: Callable[[], Any]
+    parse: Callable[[Any], E]
     timeout: float | None
+    default_deadline: Callable[[Any, float | None], float | None] | None = None
 
-    def blocking(self, client: ExplainClient) -> Generator[VisualizationEvent, None, None]:
-        return client._job_events(self)
+    def deadline(self, request: Any, client_timeout: float | None) -> float | None:
+        """The deadline of the call that sends ``request`` (None: the client's timeout)."""
+        if self.timeout is not None or self.default_deadline is None:
+            return self.timeout
+        return self.default_deadline(request, client_timeout)
+
+    def blocking(self, client: ExplainClient) -> Generator[E, None, None]:
+        return client._events(self)
 
 
 @dataclass(frozen=True)
-class JobResult(Call[VisualizationResult]):
-    """An optimisation job run to its result, ``on_progress`` called with each step."""
+class StreamResult(Call[T]):
+    """A job's stream run to its result, an instance of ``result``; every other event is
+    passed to ``on_progress`` (in the asyncio client it may be a coroutine function).
+    ``finish`` runs when the stream ends, however it ends (it closes a progress bar)."""
 
-    events: JobEvents
-    on_progress: _visualize.ProgressCallback | None
+    events: EventStream[Any]
+    result: type[T]
+    on_progress: ProgressCallback | None
+    finish: Callable[[], None] | None = None
 
-    def blocking(self, client: ExplainClient) -> VisualizationResult:
-        return _visualize.collect(client._job_events(self.events), self.on_progress)
+    def blocking(self, client: ExplainClient) -> T:
+        try:
+            return _streams.collect(client._events(self.events), self.result, self.on_progress)
+        finally:
+            if self.finish is not None:
+                self.finish()
 
-    def awaiting(self, client: AsyncExplainClient) -> Awaitable[VisualizationResult]:
-        return _visualize.acollect(client._job_events(self.events), self.on_progress)
+    async def _awaited(self, client: AsyncExplainClient) -> T:
+        try:
+            return await _streams.acollect(
+                client._events(self.events), self.result, self.on_progress
+            )
+        finally:
+            if self.finish is not None:
+                self.finish()
+
+    def awaiting(self, client: AsyncExplainClient) -> Awaitable[T]:
+        return self._awaited(client)
 
 
 @dataclass(frozen=True)
@@ -160,24 +193,24 @@ def awaiting(
 
 
 def streaming(
-    spec: Callable[P, JobEvents],
-) -> Callable[Concatenate[AsyncExplainClient, P], AsyncGenerator[VisualizationEvent, None]]:
+    spec: Callable[P, EventStream[E]],
+) -> Callable[Concatenate[AsyncExplainClient, P], AsyncGenerator[E, None]]:
     """``spec`` as a method of the asyncio client that returns an async generator of events."""
 
     def method(
         client: AsyncExplainClient, /, *args: P.args, **kwargs: P.kwargs
-    ) -> AsyncGenerator[VisualizationEvent, None]:
-        return client._job_events(spec(*args, **kwargs))
+    ) -> AsyncGenerator[E, None]:
+        return client._events(spec(*args, **kwargs))
 
     return _as_method(method, spec)
 
 
 __all__ = [
     "Call",
+    "EventStream",
     "ExplainMany",
     "Index",
-    "JobEvents",
-    "JobResult",
+    "StreamResult",
     "Unary",
     "awaiting",
     "blocking",

@@ -19,7 +19,7 @@ from camserve._channel import (
     ChannelConfig,
     PemSource,
 )
-from camserve.v1 import explain_pb2_grpc, imagesets_pb2_grpc, jobs_pb2_grpc
+from camserve.v1 import evaluate_pb2_grpc, explain_pb2_grpc, imagesets_pb2_grpc, jobs_pb2_grpc
 
 ChannelT = TypeVar("ChannelT", grpc.Channel, grpc.aio.Channel)
 
@@ -31,6 +31,7 @@ class Stubs:
     explain: explain_pb2_grpc.ExplainServiceStub
     jobs: jobs_pb2_grpc.VisualizeServiceStub
     sets: imagesets_pb2_grpc.ImageSetServiceStub
+    evaluate: evaluate_pb2_grpc.EvaluateServiceStub
     health: Any  # grpc.health.v1.Health/Check, with the messages coded by camserve._health
 
     @classmethod
@@ -45,6 +46,7 @@ class Stubs:
             explain_pb2_grpc.ExplainServiceStub(channel),
             jobs_pb2_grpc.VisualizeServiceStub(channel),
             imagesets_pb2_grpc.ImageSetServiceStub(channel),
+            evaluate_pb2_grpc.EvaluateServiceStub(channel),
             health,
         )
 

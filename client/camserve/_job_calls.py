@@ -7,11 +7,11 @@ from collections.abc import Mapping
 
 import numpy.typing as npt
 
-from camserve import _visualize
-from camserve._calls import JobEvents, JobResult, Unary
+from camserve import _visualize, jobs
+from camserve._calls import EventStream, StreamResult, Unary
 from camserve._inputs import ImageInput, OptionValue
 from camserve._visualize import ProgressCallback
-from camserve.jobs import JobMethodInfo
+from camserve.jobs import JobMethodInfo, VisualizationEvent, VisualizationResult
 from camserve.v1 import jobs_pb2 as jpb
 
 
@@ -30,7 +30,7 @@ def visualize_events(
     preview_every: int = 0,
     top_k: int = 0,
     timeout: float | None = None,
-) -> JobEvents:
+) -> EventStream[VisualizationEvent]:
     """Run an optimisation job; yields ``VisualizationProgress`` per step, then the
     ``VisualizationResult`` (the asyncio client: ``async for`` them). Leaving the loop
     early cancels the job. Arguments as ``visualize``."""
@@ -49,7 +49,7 @@ def visualize_events(
         preview_every=preview_every,
         top_k=top_k,
     )
-    return JobEvents(build, timeout)
+    return EventStream(lambda s: s.jobs.Visualize, build, jobs.event, timeout)
 
 
 def visualize(
@@ -68,7 +68,7 @@ def visualize(
     preview_every: int = 0,
     top_k: int = 0,
     timeout: float | None = None,
-) -> JobResult:
+) -> StreamResult[VisualizationResult]:
     """Run an optimisation job (see ``job_methods()``) to its end.
 
     ``image`` (path, bytes, PIL image or uint8 array) or ``tensor`` (float32
@@ -96,7 +96,7 @@ def visualize(
         top_k=top_k,
         timeout=timeout,
     )
-    return JobResult(events, on_progress)
+    return StreamResult(events, VisualizationResult, on_progress)
 
 
 def job_methods(*, timeout: float | None = None) -> Unary[list[JobMethodInfo]]:

@@ -1,5 +1,5 @@
-"""``visualize``'s plumbing shared by both clients: the checked request, and the stream
-turned into progress events and one result.
+"""``visualize``'s plumbing shared by both clients: the checked request, and the stream's
+messages as progress events and one result (run by ``camserve._streams``).
 
 Leaving the event iterator early (``break``, an exception, garbage collection)
 cancels the call, and the server stops the job within one step.
@@ -7,31 +7,16 @@ cancels the call, and the server stops the job within one step.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Callable,
-    Generator,
-    Iterable,
-    Mapping,
-)
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 
 from camserve import jobs
 from camserve._inputs import ImageInput, OptionValue, image_input, option_value
-from camserve.errors import InternalError, InvalidArgumentError, from_rpc_error
-from camserve.jobs import (
-    JobMethodInfo,
-    VisualizationEvent,
-    VisualizationProgress,
-    VisualizationResult,
-)
+from camserve.errors import InvalidArgumentError
+from camserve.jobs import JobMethodInfo, VisualizationProgress
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import jobs_pb2 as jpb
 
@@ -110,75 +95,8 @@ def job_method_infos(reply: jpb.ListJobMethodsResponse) -> list[JobMethodInfo]:
     return [jobs.job_method_info(m) for m in reply.methods]
 
 
-def iterate(call: Any) -> Generator[VisualizationEvent, None, None]:
-    """The stream of a blocking call as events; the call is cancelled when the caller leaves."""
-    try:
-        for message in call:
-            yield jobs.event(message)
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc) from None
-    finally:
-        call.cancel()
-
-
-async def astream(
-    build: Callable[[], jpb.VisualizeRequest], start: Callable[[jpb.VisualizeRequest], Any]
-) -> AsyncGenerator[VisualizationEvent, None]:
-    """An asyncio call as events: the request is built (images read and encoded) in a worker
-    thread, then the call started; it is cancelled when the caller leaves."""
-    request = await asyncio.to_thread(build)
-    call = start(request)
-    try:
-        async for message in call:
-            yield jobs.event(message)
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc) from None
-    finally:
-        call.cancel()
-
-
-def collect(
-    events: Iterable[VisualizationEvent], on_progress: ProgressCallback | None
-) -> VisualizationResult:
-    """Run the stream to its result, reporting progress; the stream is closed either way."""
-    try:
-        for item in events:
-            if isinstance(item, VisualizationResult):
-                return item
-            if on_progress is not None:
-                on_progress(item)
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
-    raise InternalError("the job stream ended without a result")
-
-
-async def acollect(
-    events: AsyncIterator[VisualizationEvent], on_progress: ProgressCallback | None
-) -> VisualizationResult:
-    """``collect`` for the asyncio client; ``on_progress`` may be a coroutine function."""
-    try:
-        async for item in events:
-            if isinstance(item, VisualizationResult):
-                return item
-            if on_progress is not None:
-                outcome = on_progress(item)
-                if inspect.isawaitable(outcome):
-                    await outcome
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    raise InternalError("the job stream ended without a result")
-
-
 __all__ = [
     "ProgressCallback",
-    "acollect",
-    "astream",
-    "collect",
-    "iterate",
     "job_method_infos",
     "visualize_request",
 ]

@@ -1,9 +1,9 @@
 """``AsyncExplainClient``: ``ExplainClient`` for asyncio callers, over ``grpc.aio``.
 
 Same methods, arguments, results and errors as ``ExplainClient``, as coroutines
-(``visualize_events`` returns an async generator). Create it inside the event loop
-that uses it. Reading files and encoding images happen in a worker thread, off the
-event loop; arguments are checked when a coroutine runs.
+(``visualize_events`` and ``evaluate_events`` return async generators). Create it inside
+the event loop that uses it. Reading files and encoding images happen in a worker thread,
+off the event loop; arguments are checked when a coroutine runs.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
-from camserve import _explain_calls, _job_calls, _set_calls, _visualize
-from camserve._calls import ExplainMany, Index, JobEvents, Unary, awaiting, streaming
+from camserve import _evaluate_calls, _explain_calls, _job_calls, _set_calls, _streams
+from camserve._calls import EventStream, ExplainMany, Index, Unary, awaiting, streaming
 from camserve._channel import ChannelConfig, open_aio_channel
 from camserve._connection import Connection
 from camserve.errors import CamserveError, from_rpc_error
-from camserve.jobs import VisualizationEvent
 from camserve.sets import IndexResult
 from camserve.v1 import explain_pb2 as pb
-from camserve.v1 import jobs_pb2 as jpb
 
 T = TypeVar("T")
+E = TypeVar("E")
 Message = TypeVar("Message")
 
 
@@ -97,11 +96,12 @@ class AsyncExplainClient(Connection[grpc.aio.Channel]):
             stream.cancel()
         return call.result(stream_error)
 
-    def _job_events(self, call: JobEvents) -> AsyncGenerator[VisualizationEvent, None]:
-        def start(request: jpb.VisualizeRequest) -> Any:
-            return self._stubs.jobs.Visualize(request, **self._per_call(call.timeout))
+    def _events(self, call: EventStream[E]) -> AsyncGenerator[E, None]:
+        def start(request: Any) -> Any:
+            deadline = call.deadline(request, self.config.timeout)
+            return call.rpc(self._stubs)(request, **self._per_call(deadline))
 
-        return _visualize.astream(call.build, start)
+        return _streams.astream(call.build, start, call.parse)
 
     async def _index(self, call: Index) -> IndexResult:
         run = call.run
@@ -130,6 +130,9 @@ class AsyncExplainClient(Connection[grpc.aio.Channel]):
     visualize_events = streaming(_job_calls.visualize_events)
     visualize = awaiting(_job_calls.visualize)
     job_methods = awaiting(_job_calls.job_methods)
+
+    evaluate_events = streaming(_evaluate_calls.evaluate_events)
+    evaluate = awaiting(_evaluate_calls.evaluate)
 
     index = awaiting(_set_calls.index)
     top_activating = awaiting(_set_calls.top_activating)

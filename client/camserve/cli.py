@@ -7,6 +7,8 @@
     camserve embed DIR [--plot map.png] [--save vectors.npz] [--model M]
     camserve index DIR --set S --model M | patches | neighbours IMAGE | map | sets
     camserve visualize --method M --channels 0-15 --out grid.png | adversarial IMAGE --out DIR
+    camserve evaluate DIR --model M --methods gradcam,saliency [--boxes boxes.json]
+        [--sanity-check] [--out eval.html] [--json eval.json]
     camserve models | methods | health
 
 Connection options go before or after the command: ``--server`` (default
@@ -23,7 +25,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from camserve import _commands, _job_commands, _report_command, _set_commands
+from camserve import _commands, _evaluate_command, _job_commands, _report_command, _set_commands
 from camserve._arguments import (
     CommandError,
     Handler,
@@ -157,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("health", _commands.health, "show the server's health (exit 0 when serving)")
     _set_commands.register(command)
     _job_commands.register(command)
+    _evaluate_command.register(command)
     return parser
 
 

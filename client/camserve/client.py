@@ -5,8 +5,8 @@ Calls take the client's ``timeout`` as their deadline unless given their own.
 The client is thread-safe: one instance may serve many threads.
 
 The methods, their arguments and documentation are written once for both clients
-(``camserve._explain_calls``, ``_job_calls``, ``_set_calls``); this module says how a
-blocking client runs them.
+(``camserve._explain_calls``, ``_job_calls``, ``_evaluate_calls``, ``_set_calls``); this
+module says how a blocking client runs them.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from typing import Self, TypeVar
 
 import grpc
 
-from camserve import _explain_calls, _job_calls, _set_calls, _visualize
-from camserve._calls import ExplainMany, Index, JobEvents, Unary, blocking
+from camserve import _evaluate_calls, _explain_calls, _job_calls, _set_calls, _streams
+from camserve._calls import EventStream, ExplainMany, Index, Unary, blocking
 from camserve._channel import ChannelConfig, open_channel
 from camserve._connection import Connection
 from camserve.errors import CamserveError, from_rpc_error
-from camserve.jobs import VisualizationEvent
 from camserve.sets import IndexResult
 from camserve.v1 import explain_pb2 as pb
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 
 class ExplainClient(Connection[grpc.Channel]):
@@ -100,9 +100,11 @@ class ExplainClient(Connection[grpc.Channel]):
             stream.cancel()
         return call.result(stream_error)
 
-    def _job_events(self, call: JobEvents) -> Generator[VisualizationEvent, None, None]:
-        stream = self._stubs.jobs.Visualize(call.build(), **self._per_call(call.timeout))
-        return _visualize.iterate(stream)
+    def _events(self, call: EventStream[E]) -> Generator[E, None, None]:
+        request = call.build()
+        deadline = call.deadline(request, self.config.timeout)
+        stream = call.rpc(self._stubs)(request, **self._per_call(deadline))
+        return _streams.iterate(stream, call.parse)
 
     def _index(self, call: Index) -> IndexResult:
         run = call.run
@@ -128,6 +130,9 @@ class ExplainClient(Connection[grpc.Channel]):
     visualize_events = blocking(_job_calls.visualize_events)
     visualize = blocking(_job_calls.visualize)
     job_methods = blocking(_job_calls.job_methods)
+
+    evaluate_events = blocking(_evaluate_calls.evaluate_events)
+    evaluate = blocking(_evaluate_calls.evaluate)
 
     index = blocking(_set_calls.index)
     top_activating = blocking(_set_calls.top_activating)

@@ -1,5 +1,7 @@
 """The HTML report opens in headless Chromium and shows every image, offline, each map at
-a readable size with its caption and colour scale, in a grid as wide as the window."""
+a readable size with its caption and colour scale, in a grid as wide as the window; so
+does the evaluation page: its ranked table, a readable chart per score and the sanity
+curves."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from camserve import ExplainClient
 from camserve.cli import main
 from camserve.render import ReportEntry, explanation_panels, html_report
 from camserve_server.demo import SAMPLES_DIR
+from evaluation_reports import FakeEvaluateService, fake_evaluate_server, report_proto
 from server_harness import ServerThread
 
 pytestmark = pytest.mark.browser
@@ -96,6 +99,50 @@ def cli_report(server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -
     return page
 
 
+MEASURE_EVALUATION = """
+<script>
+window.addEventListener("load", () => {
+  const rows = document.querySelectorAll("table.ranking tbody tr").length;
+  const best = Array.from(document.querySelectorAll("table.ranking td.score"))
+    .filter((td) => getComputedStyle(td).fontWeight >= 600).length;
+  const charts = Array.from(document.querySelectorAll("section img"))
+    .map((i) => Math.round(i.getBoundingClientRect().width));
+  const verdicts = Array.from(document.querySelectorAll("ul.verdicts li"))
+    .map((li) => li.className).join(",");
+  document.body.setAttribute("data-rows", rows + "/" + best);
+  document.body.setAttribute("data-min-chart", Math.min(...charts));
+  document.body.setAttribute("data-verdicts", verdicts);
+});
+</script>
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_evaluation(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The evaluation page as ``camserve evaluate --sanity-check`` writes it, the report
+    streamed by a fake ``EvaluateService`` (three scores, three rows, two checked)."""
+    nan = float("nan")
+    scores = {
+        "gradcam": {"deletion": [0.1, 0.2, 0.1], "insertion": [0.8, 0.7, 0.9],
+                    "pointing_game": [1.0, 1.0, nan]},
+        "saliency": {"deletion": [0.3, 0.2, 0.4], "insertion": [0.5, 0.6, 0.4],
+                     "pointing_game": [0.0, 1.0, nan]},
+        "random": {"deletion": [0.5, 0.6, 0.4], "insertion": [0.3, 0.2, 0.3],
+                   "pointing_game": [0.0, 0.0, nan]},
+    }  # fmt: skip
+    sanity = {"gradcam": [[0.7, 0.6, 0.8], [0.1, 0.0, 0.2]], "saliency": [[0.9] * 3, [0.9] * 3]}
+    service = FakeEvaluateService(
+        report=report_proto(targets=(0, 1, 2), scores=scores, sanity=sanity)
+    )
+    page = tmp_path_factory.mktemp("cli-evaluation") / "eval.html"
+    with fake_evaluate_server(service) as address:
+        code = main(["--server", address, "evaluate", str(SAMPLES_DIR), "--model", "demo",
+                     "--methods", "gradcam,saliency", "--sanity-check",
+                     "--out", str(page)])  # fmt: skip
+    assert code == 0
+    return page
+
+
 def test_report_is_self_contained(report: tuple[Path, int]) -> None:
     text = report[0].read_text()
     assert not re.search(r"(src|href)=[\"']https?:", text)
@@ -163,3 +210,23 @@ def test_report_shows_every_image_in_chromium(report: tuple[Path, int], tmp_path
     assert pixels.std() > 10, "the screenshot is blank"
     saturated = (np.abs(pixels[..., 0] - pixels[..., 2]) > 80).mean()
     assert saturated > 0.01, "no heatmap colours are visible"
+
+
+def test_the_evaluation_page_shows_its_table_charts_and_verdicts(
+    cli_evaluation: Path, tmp_path: Path
+) -> None:
+    chromium = _chromium()
+    dom = _dom(chromium, cli_evaluation, CHECK_IMAGES + MEASURE_EVALUATION, tmp_path / "profile")
+    assert _attribute(dom, "data-images") == "4/4"  # three score charts and the sanity curves
+    assert _attribute(dom, "data-rows") == "3/3"  # three rows; the best of each score in bold
+    assert int(_attribute(dom, "data-min-chart")) >= 400
+    assert _attribute(dom, "data-verdicts") == "passes,fails"
+
+    shot = tmp_path / "evaluation.png"
+    subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}",
+         f"--screenshot={shot}", "--window-size=1400,2000", cli_evaluation.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    assert pixels.std() > 10, "the screenshot is blank"

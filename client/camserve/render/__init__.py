@@ -1,5 +1,6 @@
 """Figures for explanations: overlays, captioned panels with colour scales, grids, charts,
-embeddings and HTML reports.
+embeddings, HTML reports, and evaluations of methods (ranked table, score charts,
+sanity curves).
 
 Overlays, panels, grids and thumbnail maps need numpy and Pillow only. Captioned
 figures, charts and the scatter plot use matplotlib, the HTML report jinja2, and
@@ -14,6 +15,8 @@ from camserve.render.attributions import gradient_image, outlier_threshold, sign
 from camserve.render.charts import channel_profile_chart, channel_profile_figure
 from camserve.render.colormaps import COLORMAP_NAMES, apply_colormap, colormap_lut, is_colormap
 from camserve.render.embedding import class_colors, embedding_scatter, snap_to_grid, thumbnail_map
+from camserve.render.evaluation_charts import sanity_curves_chart, score_bars_chart
+from camserve.render.evaluation_report import evaluation_page, write_evaluation_report
 from camserve.render.figures import (
     feature_maps_figure,
     filters_figure,
@@ -39,6 +42,7 @@ __all__ = [
     "class_colors",
     "colormap_lut",
     "embedding_scatter",
+    "evaluation_page",
     "explanation_panels",
     "feature_map_grid",
     "feature_maps_figure",
@@ -56,11 +60,14 @@ __all__ = [
     "pca_2d",
     "png_data_uri",
     "resize_heatmap",
+    "sanity_curves_chart",
+    "score_bars_chart",
     "signed_map",
     "snap_to_grid",
     "thumbnail_map",
     "tiles_figure",
     "to_pil",
     "tsne_2d",
+    "write_evaluation_report",
     "write_report",
 ]

@@ -7,25 +7,23 @@ images_beside=True)``). A picture larger than the display size is reduced to it 
 stored as JPEG; a smaller one is stored at its own size, as PNG or JPEG, whichever
 is smaller, and enlarged by the browser without smoothing (``image-rendering:
 pixelated``) to the same whole factor ``images.for_display`` uses. The page is a
-jinja2 template (the ``plots`` extra).
+jinja2 template (the ``plots`` extra; see ``_templates``).
 """
 
 from __future__ import annotations
 
 import base64
-import importlib
 import io
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
 from PIL import Image
 
-from camserve.render._mpl import PLOTS_EXTRA_HINT
+from camserve.render._templates import require_jinja2, template
 from camserve.render.colormaps import colormap_lut
 from camserve.render.images import ImageLike, enlargement, reduced, to_pil
 from camserve.render.panels import DISPLAY_SIDE, ColourScale, Panel
@@ -174,23 +172,6 @@ def _entry(entry: ReportEntry, number: int, write: ImageWriter, side: int) -> di
     }
 
 
-def require_jinja2() -> Any:
-    """The jinja2 module; ImportError naming the extra where it is not installed."""
-    try:
-        return importlib.import_module("jinja2")
-    except ImportError as exc:
-        raise ImportError(f"the HTML report needs jinja2; {PLOTS_EXTRA_HINT}") from exc
-
-
-def _template() -> Any:
-    jinja2 = require_jinja2()
-    text = (resources.files("camserve.render") / "templates" / "report.html.j2").read_text(
-        encoding="utf-8"
-    )
-    environment = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    return environment.from_string(text)
-
-
 def html_report(
     entries: Iterable[ReportEntry],
     *,
@@ -203,9 +184,9 @@ def html_report(
     """The report page: each entry's input (``side`` pixels on its longer edge), its
     predictions and its panels; an index of links when there are more than
     ``index_after`` entries. ``images`` stores each picture (default: inline JPEG)."""
-    template = _template()
+    page_template = template("report.html.j2")
     rows = [_entry(entry, k + 1, images, side) for k, entry in enumerate(entries)]
-    page: str = template.render(
+    page: str = page_template.render(
         title=title, summary=summary, entries=rows, index=len(rows) > index_after
     )
     return page
