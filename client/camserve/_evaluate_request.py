@@ -96,12 +96,12 @@ def _methods(methods: str | Sequence[str]) -> list[str]:
     return names
 
 
-def _metrics(metrics: str | Sequence[str] | None) -> list[str]:
+def _metrics(metrics: str | Sequence[str] | None, boxes: bool) -> list[str]:
+    """The scores named (none: every faithfulness score). ``pointing_game`` is scored
+    whenever boxes are given; naming it alone asks for the pointing game only."""
     names = list(dict.fromkeys(_names(metrics, "metrics")))
-    if POINTING_GAME in names:
-        raise InvalidArgumentError(
-            f"{POINTING_GAME} is scored when boxes= are given; leave it out of metrics"
-        )
+    if POINTING_GAME in names and not boxes:
+        raise InvalidArgumentError(f"{POINTING_GAME} needs boxes=, one list per image")
     return names
 
 
@@ -292,7 +292,7 @@ def evaluate_request(
         set=set or "",
         targets=_targets(targets, count),
         layer=layer or "",
-        metrics=_metrics(metrics),
+        metrics=_metrics(metrics, boxes is not None),
         boxes=_boxes(boxes, count),
         sanity_check=check,
         sanity_stages=stages,

@@ -4,8 +4,10 @@ the shared job limit, and bad input refused before any work."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -361,3 +363,65 @@ def test_a_long_evaluation_outlives_the_connection_age() -> None:
         assert last.WhichOneof("event") == "report"
     finally:
         thread.stop()
+
+
+def test_the_sdk_evaluates_against_the_real_server(server: ServerThread) -> None:
+    from camserve import ExplainClient
+
+    seen: list[int] = []
+    with ExplainClient(server.address, timeout=120) as client:
+        report = client.evaluate(
+            model="demo",
+            methods=["gradcam", "saliency"],
+            images=[s.image for s in SAMPLES[:6]],
+            boxes=[[(b.x0, b.y0, b.x1, b.y1) for b in boxes.boxes] for boxes in BOXES[:6]],
+            sanity_check=True,
+            sanity_stages=2,
+            progress=lambda event: seen.append(event.done),
+        )
+    assert seen == sorted(seen) and seen[-1] == 6 * 2 * 3
+    assert report.methods == ["gradcam", "saliency", "random"]
+    assert report.scores["gradcam"]["deletion"] < report.scores["random"]["deletion"]
+    assert report.summary("gradcam", "pointing_game").values.shape == (6,)
+    assert report.sanity_passed["gradcam"]
+    assert len(report.sanity_curves["gradcam"]) == 2
+    assert report.ranking("insertion")[-1] == "random"
+
+
+def test_the_cli_writes_a_ranked_html_report_from_the_real_server(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    from camserve.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    boxes = {}
+    for i, sample in enumerate(SAMPLES[:4]):
+        (folder / f"{i}.png").write_bytes(png_bytes(sample.image))
+        x0, y0, x1, y1 = sample.box
+        boxes[f"{i}.png"] = [[x0, y0, x1 + 1, y1 + 1]]
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    out = tmp_path / "eval.html"
+    code = main(
+        [
+            "--server",
+            server.address,
+            "evaluate",
+            str(folder),
+            "--model",
+            "demo",
+            "--methods",
+            "gradcam,guided_backprop",
+            "--boxes",
+            str(tmp_path / "boxes.json"),
+            "--sanity-check",
+            "--sanity-stages",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    page = out.read_text()
+    assert "gradcam" in page and "guided_backprop" in page and "pointing_game" in page
+    assert "data:image/png;base64," in page

@@ -142,7 +142,7 @@ def test_tensors_a_set_and_a_class_for_every_image() -> None:
         ({"targets": []}, "targets has 0 classes"),
         ({"set": "s", "targets": 3}, "with set=, give one target per member"),
         ({"layer": 3}, "layer must be a string"),
-        ({"metrics": ["deletion", "pointing_game"]}, "pointing_game is scored when boxes="),
+        ({"metrics": ["deletion", "pointing_game"]}, "pointing_game needs boxes="),
         (
             {"faithfulness_steps": 1},
             r"faithfulness_steps must be 0 \(the default\) or in \[2, 256\]",
