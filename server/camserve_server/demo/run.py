@@ -1,5 +1,6 @@
 """``make demo``: start a real server, explain the sample images through the client SDK,
-write overlays, captioned figures and an HTML report under ``out/``, and stop the server.
+write overlays, captioned figures, an HTML report and an evaluation of the methods
+(faithfulness scores and the sanity check, ranked) under ``out/``, and stop the server.
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             if code != 0:
                 raise RuntimeError("the report failed")
+            evaluation = args.out / "evaluation.html"
+            code = camserve_cli(
+                ["--server", address, "evaluate", str(SAMPLES_DIR), "--model", "demo",
+                 "--methods", ",".join(REPORT_METHODS), "--sanity-check", "--out", str(evaluation),
+                 "--title", "camserve demo: which method to trust"]
+            )  # fmt: skip
+            if code != 0:
+                raise RuntimeError("the evaluation failed")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -101,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"  {path}")
     print(f"HTML report: {report.resolve()}")
+    print(f"evaluation of the methods: {evaluation.resolve()}")
     return 0
 
 
