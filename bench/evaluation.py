@@ -51,7 +51,7 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def request(methods: list[str], images: int, stages: int) -> epb.EvaluateRequest:
+def request(methods: list[str], images: int, stages: int, tolerance: int) -> epb.EvaluateRequest:
     """The evaluation: demo images with their boxes (exclusive ends on the wire)."""
     samples = make_dataset(images, SEED)
     return epb.EvaluateRequest(
@@ -64,6 +64,7 @@ def request(methods: list[str], images: int, stages: int) -> epb.EvaluateRequest
             )
             for s in samples
         ],
+        pointing_tolerance=tolerance,
         sanity_check=True,
         sanity_stages=stages,
         include_random=True,
@@ -107,6 +108,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--stages", type=int, default=5)
+    parser.add_argument(
+        "--tolerance",
+        type=int,
+        default=4,
+        help="pointing-game tolerance in pixels (default 4: the usual 15 at 224 px, scaled "
+        "to the demo's 64 px inputs)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
@@ -136,7 +144,7 @@ def main() -> None:
             methods, images = ["gradcam", "saliency"], 4
         started = time.perf_counter()
         stream = evaluate_pb2_grpc.EvaluateServiceStub(channel).Evaluate(
-            request(methods, images, args.stages), timeout=3600
+            request(methods, images, args.stages, args.tolerance), timeout=3600
         )
         report = next(e.report for e in stream if e.WhichOneof("event") == "report")
         seconds = time.perf_counter() - started
