@@ -1,5 +1,6 @@
 """A real server on a real port with its models on CUDA: out-of-memory batches split,
-device memory reported, and device memory back to its baseline after mixed traffic."""
+device memory reported, device memory back to its baseline after mixed traffic, and an
+evaluation reporting what a CPU server reports."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
+from camserve.v1 import evaluate_pb2 as epb
+from camserve.v1 import evaluate_pb2_grpc, explain_pb2_grpc
 from camserve.v1 import explain_pb2 as pb
-from camserve.v1 import explain_pb2_grpc
+from camserve_server.demo.data import make_dataset
 from camserve_server.runtime import workers
 from server_harness import ServerThread, settings_for, write_test_config
 
@@ -111,3 +114,51 @@ def test_device_memory_is_reported_and_returns_to_its_baseline(
 def _mixed(index: int) -> tuple[str, int, dict[str, float]]:
     method, options = MIX[index % len(MIX)]
     return method, index, options
+
+
+def _evaluation(address: str) -> Any:
+    samples = make_dataset(6, seed=21)
+    request = epb.EvaluateRequest(
+        model="demo",
+        methods=["gradcam", "saliency", "occlusion"],
+        images=[pb.ImageInput(encoded=_png(s.image)) for s in samples],
+        metrics=["deletion", "insertion", "road_morf"],
+        sanity_check=True,
+        sanity_stages=2,
+        include_random=True,
+        method_options={
+            "occlusion": epb.MethodOptions(
+                options={"window": pb.OptionValue(number=12), "stride": pb.OptionValue(number=4)}
+            )
+        },
+    )
+    with grpc.insecure_channel(address) as channel:
+        stream = evaluate_pb2_grpc.EvaluateServiceStub(channel).Evaluate(request, timeout=600)
+        return next(event.report for event in stream if event.WhichOneof("event") == "report")
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_an_evaluation_on_cuda_reports_what_the_cpu_reports(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """Scores, the sanity curves (the randomised copy lives on the device) and the random
+    maps' scores agree with a CPU server's."""
+    on_cuda = _evaluation(server.address)
+    cpu_settings = settings_for(write_test_config(tmp_path), devices="cpu")
+    with ServerThread(cpu_settings) as cpu:
+        on_cpu = _evaluation(cpu.address)
+    assert list(on_cuda.targets) == list(on_cpu.targets)
+    for gpu_method, cpu_method in zip(on_cuda.methods, on_cpu.methods, strict=True):
+        assert gpu_method.method == cpu_method.method
+        for name, summary in gpu_method.scores.items():
+            expected = np.array(cpu_method.scores[name].values)
+            assert np.allclose(summary.values, expected, atol=2e-3), (gpu_method.method, name)
+        if cpu_method.HasField("sanity"):
+            curve = [s.correlation.mean for s in gpu_method.sanity.stages]
+            expected_curve = [s.correlation.mean for s in cpu_method.sanity.stages]
+            assert np.allclose(curve, expected_curve, atol=2e-2), gpu_method.method
