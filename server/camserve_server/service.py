@@ -24,10 +24,10 @@ from .answers import (
     explain_answer,
 )
 from .config import Settings
-from .errors import InvalidArgument, NotFound, choices
+from .errors import InvalidArgument
 from .methods import CachedLayer
 from .methods.activations import conv_weights
-from .models.loading import LoadedModel
+from .models.loading import LoadedModel, served_model
 from .plan import Limits, Plan, make_plan
 from .query import ExplainQuery, ImageSource
 from .runtime.activation_cache import ActivationCache
@@ -82,14 +82,7 @@ class ExplainService:
 
     def model(self, name: str) -> LoadedModel:
         """The named model, or NOT_FOUND naming the served ones."""
-        if not name and len(self.models) == 1:
-            return next(iter(self.models.values()))
-        try:
-            return self.models[name]
-        except KeyError:
-            raise NotFound(
-                f"unknown model {name!r}; served models: {choices(self.models)}"
-            ) from None
+        return served_model(self.models, name)
 
     def plan(self, query: ExplainQuery) -> Plan:
         """The query resolved and checked once (``plan.make_plan``)."""

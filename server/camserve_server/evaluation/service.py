@@ -14,9 +14,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 
 from ..config import Settings
-from ..errors import InvalidArgument, NotFound, choices
+from ..errors import InvalidArgument
 from ..jobs.slots import JobSlots
-from ..models.loading import LoadedModel
+from ..models.loading import LoadedModel, served_model
 from ..runtime.workers import DeviceWorker
 from .events import EvaluationEvent
 from .pictures import kept_pictures, request_pictures
@@ -54,7 +54,7 @@ class EvaluationService:
     async def run(self, query: EvaluationQuery) -> AsyncGenerator[EvaluationEvent, None]:
         """Progress after every unit of work, then the report."""
         started = time.perf_counter()
-        loaded = self._model(query.model)
+        loaded = served_model(self.models, query.model)
         plan = await self._plan(query, loaded)
         self.slots.acquire(loaded.name, KIND)
         outcome = "error"
@@ -99,11 +99,3 @@ class EvaluationService:
             return plan_evaluation(query, loaded, pictures, self.limits)
 
         return await asyncio.get_running_loop().run_in_executor(None, decode_and_plan)
-
-    def _model(self, name: str) -> LoadedModel:
-        if not name and len(self.models) == 1:
-            return next(iter(self.models.values()))
-        loaded = self.models.get(name)
-        if loaded is None:
-            raise NotFound(f"unknown model {name!r}; served models: {choices(self.models)}")
-        return loaded

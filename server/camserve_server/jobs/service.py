@@ -23,8 +23,8 @@ import torch
 
 from ..answers import ClassScore
 from ..config import Settings
-from ..errors import InvalidArgument, NotFound, choices
-from ..models.loading import LoadedModel
+from ..errors import InvalidArgument
+from ..models.loading import LoadedModel, served_model
 from ..query import ImageSource
 from ..runtime.background import Models, background_step
 from ..runtime.metrics import Metrics
@@ -174,11 +174,7 @@ class JobService:
         yield _finished(outcome, request.layer or "")
 
     def _model(self, name: str) -> LoadedModel:
-        if not name and len(self.models) == 1:
-            return next(iter(self.models.values()))
-        loaded = self.models.get(name)
-        if loaded is None:
-            raise NotFound(f"unknown model {name!r}; served models: {choices(self.models)}")
+        loaded = served_model(self.models, name)
         if not loaded.primary.layer_access:
             raise InvalidArgument(
                 f"model {loaded.name!r} is {loaded.format}: job methods need a model whose "

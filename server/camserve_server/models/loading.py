@@ -21,6 +21,7 @@ Eigen-CAM, feature maps, channel profile).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from ..config import ModelSpec
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotFound, choices
 from ..methods import METHODS
 from ..methods.chunking import memory_budget
 from .arch_model import arch_source
@@ -112,6 +113,17 @@ def load_model(
         methods=supported_methods(first),
         weights_source=source.weights_source,
     )
+
+
+def served_model(models: Mapping[str, LoadedModel], name: str) -> LoadedModel:
+    """The served model ``name`` (empty: the only one, when one is served), or
+    ``NotFound`` naming the served ones."""
+    if not name and len(models) == 1:
+        return next(iter(models.values()))
+    loaded = models.get(name)
+    if loaded is None:
+        raise NotFound(f"unknown model {name!r}; served models: {choices(models)}")
+    return loaded
 
 
 def model_format(spec: ModelSpec) -> str:
