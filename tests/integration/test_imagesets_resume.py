@@ -27,7 +27,8 @@ PAUSE_S = 0.015  # between images: 240 images take over 3.6 s, past the 2 s a co
 
 @pytest.fixture(scope="module")
 def short_lived() -> Iterator[ServerThread]:
-    with ServerThread(settings_for(max_connection_age_s=1.0, grace_period_s=1.0)) as server:
+    settings = settings_for(max_connection_age_s=1.0, max_connection_age_grace_s=1.0)
+    with ServerThread(settings) as server:
         yield server
 
 
