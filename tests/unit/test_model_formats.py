@@ -98,7 +98,11 @@ def inputs(seed: int = 1, n: int = 2) -> torch.Tensor:
 
 
 def assert_same_explanations(
-    a: ExplainableModel, b: ExplainableModel, method: str, **kwargs: object
+    a: ExplainableModel,
+    b: ExplainableModel,
+    method: str,
+    relative: float = 1e-4,
+    **kwargs: object,
 ) -> None:
     x = inputs()
     expected = explain(a, method, x, **kwargs)  # type: ignore[arg-type]
@@ -112,7 +116,7 @@ def assert_same_explanations(
             assert (reference is None) == (value is None)
             if reference is not None:
                 scale = float(reference.abs().max().clamp_min(1e-6))
-                torch.testing.assert_close(value, reference, rtol=0, atol=1e-4 * scale)
+                torch.testing.assert_close(value, reference, rtol=0, atol=relative * scale)
 
 
 def test_formats_are_named_and_read_their_own_file(formats: Formats) -> None:
@@ -360,8 +364,12 @@ def test_onnx_layer_cams_match_eager(
 ) -> None:
     chosen: Formats = request.getfixturevalue(model)
     layer = "layer1" if model == "resnet" else "features"
+    # Ablation-CAM's weights are (y - y_k) / y: the rounding of the batch norms the ONNX
+    # exporter folds into the convolutions reaches its maps amplified (up to 1.2e-4 of
+    # the map's scale measured, with the CPU's kernels deciding the summation order).
+    relative = 3e-4 if method == "ablationcam" else 1e-4
     assert_same_explanations(
-        chosen.eager.primary, chosen.onnx.primary, method, top_k=2, layer=layer
+        chosen.eager.primary, chosen.onnx.primary, method, relative, top_k=2, layer=layer
     )
 
 
