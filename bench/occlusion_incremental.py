@@ -7,21 +7,24 @@ camserve's occlusion with full forward passes (``incremental`` false), with
 incremental inference (Nakandala et al., SIGMOD 2019; exact) and with Krypton's
 projective-field threshold at each ``--projective-field`` (``approximate``), on the
 top class. The paths run in turn, ``--repeats`` rounds, so background load falls on
-all of them alike. Reported: each path's fastest round, its speed-ups (the median over
-rounds of the ratio to Captum's and to full passes' times in the same round), the work
-each incremental plan does against full passes (estimated operations; ``work.Work``),
-the exact map's largest difference from full passes' and
-Captum's (relative to their largest value), and each approximate map's agreement with
-the exact one (``bench.map_agreement``). Defaults: ResNet-18 and ResNet-50 at 224,
-windows 16/8 and 32/16, ``--projective-field 0.4 0.6``, three rounds, on CUDA when
-present. ``--quick``: ResNet-18 at 64, one window, one round (the test suite uses it
-to check the harness runs; its times mean nothing).
+all of them alike; ``--clock cpu`` times the process's CPU seconds instead of elapsed
+ones (with ``--threads 1``: what a busy shared machine disturbs least). Reported:
+each path's fastest round, its speed-ups (the median over rounds of the ratio to
+Captum's and to full passes' times in the same round), the work each incremental
+plan does against full passes (estimated operations; ``work.Work``), the exact map's
+largest difference from full passes' and Captum's (relative to their largest value),
+and each approximate map's agreement with the exact one (``bench.map_agreement``).
+Defaults: ResNet-18 and ResNet-50 at 224, windows 16/8 and 32/16,
+``--projective-field 0.4 0.6``, three rounds, on CUDA when present. ``--quick``:
+ResNet-18 at 64, one window, one round (the test suite uses it to check the harness
+runs; its times mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -99,16 +102,22 @@ def _sync(device: torch.device) -> None:
 Path = Callable[[], tuple[torch.Tensor, str]]
 
 
-def _timed_rounds(paths: dict[str, Path], rounds: int, device: torch.device) -> dict[str, Any]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed_rounds(
+    paths: dict[str, Path], rounds: int, device: torch.device, clock: str
+) -> dict[str, Any]:
     """Every path once per round, in turn: each one's seconds, map and variant."""
     out: dict[str, Any] = {name: {"seconds": []} for name in paths}
+    now = CLOCKS[clock]
     for _ in range(rounds):
         for name, run in paths.items():
             _sync(device)
-            began = time.perf_counter()
+            began = now()
             out[name]["map"], out[name]["variant"] = run()
             _sync(device)
-            out[name]["seconds"].append(time.perf_counter() - began)
+            out[name]["seconds"].append(now() - began)
     return out
 
 
@@ -119,6 +128,7 @@ def measure_arch(
     shares: list[float],
     rounds: int,
     device: str,
+    clock: str = "wall",
 ) -> list[Any]:
     """One row per window: seconds of each path, speed-ups, work and map agreement."""
     torch.manual_seed(0)
@@ -139,7 +149,7 @@ def measure_arch(
             paths[f"approximate {share:g}"] = partial(
                 _camserve, *given, approximate=True, projective_field=share
             )
-        runs = _timed_rounds(paths, rounds, x.device)
+        runs = _timed_rounds(paths, rounds, x.device, clock)
         rows.append(_row(arch, size, window, stride, runs, model, x, shares))
     return rows
 
@@ -202,6 +212,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--projective-field", type=float, nargs="*", default=None, help="approximate shares"
     )
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every path")
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall: elapsed seconds; cpu: the process's CPU seconds (with --threads 1, "
+        "steadier than elapsed time on a machine other work shares)",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: as set)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks the harness")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -240,18 +258,30 @@ def _print(row: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()
     rows = [
         row
         for arch in args.arch
         for row in measure_arch(
-            arch, args.size, args.windows, args.shares, args.repeats, args.device
+            arch, args.size, args.windows, args.shares, args.repeats, args.device, args.clock
         )
     ]
-    results = {"device": args.device, "threads": torch.get_num_threads(), "rows": rows}
+    results = {
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "clock": args.clock,
+        "load_average": [load, os.getloadavg()],
+        "rows": rows,
+    }
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"Occlusion, one image, top class ({args.device}, {results['threads']} threads)")
+    print(
+        f"Occlusion, one image, top class ({args.device}, {results['threads']} threads, "
+        f"{args.clock} clock)"
+    )
     for row in rows:
         _print(row)
     return 0
