@@ -273,3 +273,15 @@ def test_boxes_read_constant_maps_of_the_graph() -> None:
     assert fast.variant == INCREMENTAL_VARIANT
     assert fast.samples[0].raw is not None and full.samples[0].raw is not None
     assert relative(fast.samples[0].raw, full.samples[0].raw) <= TOLERANCE
+
+
+def test_a_budget_too_small_for_the_cached_outputs_runs_full_passes() -> None:
+    model = zoo("resnet18").model
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(10))
+    row = model.structure.activation_bytes  # one copy's outputs, as the chunks count them
+    roomy = ExplainableModel(model.module, input_size=(64, 64), name="roomy")
+    roomy.memory_budget_bytes = 8 * row
+    tight = ExplainableModel(model.module, input_size=(64, 64), name="tight")
+    tight.memory_budget_bytes = 2 * row  # the outputs and their rows alone take more
+    assert occlusion(roomy, x, True).variant == INCREMENTAL_VARIANT
+    assert occlusion(tight, x, True).variant == "occlusion"

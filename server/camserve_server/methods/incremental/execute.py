@@ -25,17 +25,34 @@ from .table import Boxed, base_rows
 from .work import MIN_SPEEDUP, Work, planned_work
 
 AGREEMENT = 1e-4  # relative: the traced graph's logits against the model's own forward
+# Planning an image holds every node's original output and the boxed nodes' rows: about
+# three copies' outputs as the budget counts them (ResNet-18 and ResNet-50 at 224: 3.1)
+SETUP_ROWS = 3
 BOXED = ("input", "window", "local")
+
+
+KEPT = ("input", "constant", "unchanged")  # nodes whose original output a chunk reads as is
 
 
 @dataclass(frozen=True)
 class Image:
-    """One image's traced graph, plans, original activations and their rows."""
+    """One image's traced graph and plans, the work they do, the original outputs of the
+    ``KEPT`` nodes, every boxed node's rows (``table.base_rows``) and map size, and the
+    bytes held while the image's chunks run (``cached_bytes``) and while it is planned
+    (``setup_bytes``: every node's original output and the rows)."""
 
     graph: fx.GraphModule
     plans: dict[fx.Node, NodePlan]
+    work: Work
     original: dict[fx.Node, Any]
     bases: dict[fx.Node, torch.Tensor]
+    sizes: dict[fx.Node, tuple[int, int]]
+    cached_bytes: int
+    setup_bytes: int
+
+
+def _bytes(values: Any) -> int:
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
 
 
 def _bases(
@@ -77,7 +94,7 @@ def _input(image: Image, node: fx.Node, windows: torch.Tensor, fill: float) -> B
     """The occluded copies: each window's box of the image with the window set to ``fill``."""
     plan = image.plans[node]
     assert plan.regions is not None
-    device = image.original[node].device
+    device = image.bases[node].device
     corners, rows, cols = _boxes(plan, windows, device)
     regions = plan.regions[windows].to(device)
     clean = _as_boxed(image, node, image.original[node], len(windows))
@@ -91,7 +108,7 @@ def _input(image: Image, node: fx.Node, windows: torch.Tensor, fill: float) -> B
 
 def _boxed(image: Image, node: fx.Node, windows: torch.Tensor, values: dict[fx.Node, Any]) -> Boxed:
     """The node's output for each copy: the original with the copy's box recomputed."""
-    plan, count, device = image.plans[node], len(windows), image.original[node].device
+    plan, count, device = image.plans[node], len(windows), image.bases[node].device
     corners, rows, cols = _boxes(plan, windows, device)
     if plan.window is not None:
         op = plan.window
@@ -109,8 +126,7 @@ def _boxed(image: Image, node: fx.Node, windows: torch.Tensor, values: dict[fx.N
             shared = isinstance(values[parent], Boxed) and read is values[parent].patch
             local[parent] = read.clone() if shared and writes_inputs(image.graph, node) else read
         patch = call_node(image.graph, node, local)
-    size = (int(image.original[node].shape[-2]), int(image.original[node].shape[-1]))
-    return Boxed(image.bases[node], size, corners, patch)
+    return Boxed(image.bases[node], image.sizes[node], corners, patch)
 
 
 def _chunk_logits(image: Image, windows: torch.Tensor, fill: float) -> torch.Tensor:
@@ -188,8 +204,9 @@ def _image(
     input_regions: torch.Tensor,
     projective_field: float,
 ) -> Image | None:
-    """The plans for one image ``(1, 3, H, W)``, or None when the traced graph's logits
-    differ from the model's own ``logits`` ``(1, C)`` or no layer is recomputed in part."""
+    """The plans for one image ``(1, 3, H, W)`` and the windows' ``input_regions``, or None
+    when the traced graph's logits differ from the model's own ``logits`` ``(1, C)`` or
+    no layer is recomputed in part."""
     original = activations(graph, image)
     traced_logits = original[next(n for n in graph.graph.nodes if n.op == "output")]
     if not isinstance(traced_logits, torch.Tensor) or not torch.allclose(
@@ -199,7 +216,32 @@ def _image(
     plans = plan_nodes(graph, original, input_regions, projective_field)
     if not any(plan.mode in ("window", "local") for plan in plans.values()):
         return None  # nothing to reuse: every layer would run in full
-    return Image(graph, plans, original, _bases(graph, plans, original))
+    work = planned_work(graph, plans, original, len(input_regions))
+    bases = _bases(graph, plans, original)
+    sizes = {node: (int(rows.shape[-2]), int(rows.shape[-1])) for node, rows in _maps(original)}
+    setup = _bytes(original.values()) + _bytes(bases.values())
+    kept = {n: v for n, v in original.items() if n in plans and plans[n].mode in KEPT}
+    cached = _bytes(kept.values()) + _bytes(bases.values())
+    return Image(graph, plans, work, kept, bases, sizes, cached, setup)
+
+
+def _maps(original: dict[fx.Node, Any]) -> list[tuple[fx.Node, torch.Tensor]]:
+    """The nodes whose original output is a ``(1, C, H, W)`` map, with it."""
+    return [
+        (node, value)
+        for node, value in original.items()
+        if isinstance(value, torch.Tensor) and value.dim() == 4
+    ]
+
+
+def _rows_within_budget(model: ExplainableModel, image: Image, chunk: int) -> int:
+    """Copies per chunk once the image's cached outputs take their share of the model's
+    memory budget: at most ``chunk``, and 0 (full passes instead) when planning the image
+    and one copy would not fit."""
+    budget, per_row = model.memory_budget_bytes, max(1, model.structure.activation_bytes)
+    if image.setup_bytes + per_row > budget:
+        return 0
+    return max(1, min(chunk, (budget - image.cached_bytes) // per_row))
 
 
 def _graph(model: ExplainableModel) -> fx.GraphModule | None:
@@ -228,9 +270,7 @@ def estimated_work(
     with torch.inference_mode():
         logits = model.forward(x).float()
         image = _image(graph, x, logits, regions, projective_field)
-    if image is None:
-        return None
-    return planned_work(graph, image.plans, image.original, len(windows))
+    return None if image is None else image.work
 
 
 def incremental_occluded_logits(
@@ -246,11 +286,14 @@ def incremental_occluded_logits(
 ) -> Scores | None:
     """Logits of every occluded copy of ``x`` ``(N, 3, H, W)``, or None when the model has
     no module, does not trace, its traced graph's logits differ from ``logits`` (the
-    model's own, of ``x``), no layer can be recomputed in part, or the plan's estimated
-    speed-up over full passes is below ``min_speedup`` (``work.Work.speedup``).
+    model's own, of ``x``), no layer can be recomputed in part, the plan's estimated
+    speed-up over full passes is below ``min_speedup`` (``work.Work.speedup``), or the
+    original outputs it caches leave no room for a copy in the memory budget (checked
+    before planning with ``SETUP_ROWS``, and after).
     ``projective_field`` below 1: Krypton's approximate regions (``plan.plan_nodes``)."""
     graph = _graph(model)
-    if graph is None:
+    per_row = max(1, model.structure.activation_bytes)
+    if graph is None or model.memory_budget_bytes < (SETUP_ROWS + 1) * per_row:
         return None
     input_regions = _regions(windows, window, (int(x.shape[-2]), int(x.shape[-1])))
     chunk = rows_per_pass(model, batch_size)
@@ -265,14 +308,14 @@ def incremental_occluded_logits(
                 input_regions,
                 projective_field,
             )
-            if image is None:
+            if image is None or image.work.speedup < min_speedup:
                 return None
-            work = planned_work(graph, image.plans, image.original, len(windows))
-            if work.speedup < min_speedup:
+            rows = _rows_within_budget(model, image, chunk)
+            if rows == 0:
                 return None
-            works.append(work)
+            works.append(image.work)
             cut = cut or any(plan.cut for plan in image.plans.values())
-            for start, stop in spans(len(windows), chunk):
+            for start, stop in spans(len(windows), rows):
                 ids = torch.arange(start, stop)
                 scores[sample, start:stop] = _chunk_logits(image, ids, fill)
     return Scores(scores, cut, works)
