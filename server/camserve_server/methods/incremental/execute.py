@@ -28,9 +28,7 @@ AGREEMENT = 1e-4  # relative: the traced graph's logits against the model's own 
 # Planning an image holds every node's original output and the boxed nodes' rows: about
 # three copies' outputs as the budget counts them (ResNet-18 and ResNet-50 at 224: 3.1)
 SETUP_ROWS = 3
-BOXED = ("input", "window", "local")
-
-
+BOXED = ("input", "window", "local")  # nodes whose output a chunk holds as a table
 KEPT = ("input", "constant", "unchanged")  # nodes whose original output a chunk reads as is
 
 
