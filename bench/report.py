@@ -28,6 +28,10 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
         "cache_warm_speedup_second_target": r["cache"]["jpeg"]["speedup_target"],
         "cache_warm_speedup_second_target_tensor": r["cache"]["tensor"]["speedup_target"],
         "occlusion_vs_captum": occlusion["captum_s_per_image"] / occlusion["camserve_s_per_image"],
+        "occlusion_full_passes_vs_captum": occlusion["captum_s_per_image"]
+        / occlusion["camserve_full_passes_s_per_image"],
+        "occlusion_incremental_vs_full_passes": occlusion["camserve_full_passes_s_per_image"]
+        / occlusion["camserve_s_per_image"],
         **_onnxruntime_ratios(r),
         "integrated_gradients_vs_captum": r["integrated_gradients"]["captum_s_per_image"]
         / r["integrated_gradients"]["camserve_s_per_image"],
@@ -151,11 +155,13 @@ def table(r: dict[str, Any]) -> str:
             f"{f['warm_rps']:.0f} req/s, cache hits {f['warm_cache_hit_rate']:.0%}",
         ),
     ]
+    o = r["occlusion"]
     rows.append(
         (
-            "occlusion camserve / captum",
-            f"{r['occlusion']['camserve_s_per_image']:.2f} s / "
-            f"{r['occlusion']['captum_s_per_image']:.2f} s per image",
+            "occlusion camserve incremental / full passes / captum",
+            f"{o['camserve_s_per_image']:.2f} s / {o['camserve_full_passes_s_per_image']:.2f} s / "
+            f"{o['captum_s_per_image']:.2f} s per image, max |incremental map - full passes map| "
+            f"{o['incremental_max_abs_diff_vs_full_passes']:.2g}",
         )
     )
     rows += _onnxruntime_rows(r)

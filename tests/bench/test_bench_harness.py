@@ -24,6 +24,7 @@ def test_bench_quick_run_with_tensors_for_a_duration_reports_every_section() -> 
         "frontend_warm_vs_gradcam_served",
         "cache_warm_speedup_second_target_tensor",
         "occlusion_vs_captum",
+        "occlusion_incremental_vs_full_passes",
         "occlusion_onnxruntime_vs_captum",
         "onnxruntime_forward_vs_eager",
         "integrated_gradients_vs_captum",

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from bench_scripts import run_for_json
 
+from camserve_server.methods.occlusion import APPROXIMATE_VARIANT, INCREMENTAL_VARIANT
 
-def test_quick_run_reports_three_timings_and_equal_maps() -> None:
+
+def test_quick_run_reports_every_path_and_how_close_the_maps_are() -> None:
     results = run_for_json(["-m", "bench.occlusion_incremental", "--quick", "--json"], 600)
     (row,) = results["rows"]
-    assert row["incremental_ran"] and row["full_variant"] == "occlusion"
-    for key in ("captum_s", "full_s", "incremental_s"):
-        assert row[key] > 0
+    variants = row["variants"]
+    assert variants["full"] == "occlusion" and variants["incremental"] == INCREMENTAL_VARIANT
+    assert variants["approximate 0.4"] == APPROXIMATE_VARIANT
+    for name in ("captum", "full", "incremental", "approximate 0.4", "approximate 0.6"):
+        assert row["seconds"][name] > 0
     assert row["rel_diff_vs_full"] <= 1e-4
     assert row["rel_diff_vs_captum"] <= 1e-4
+    assert row["estimated_speedup"] > 1
+    cut = row["approximate"]["0.4"]
+    assert -1 <= cut["rank_correlation"] <= 1 and 0 <= cut["top10_overlap"] <= 1
+    assert cut["estimated_speedup"] > row["estimated_speedup"]

@@ -84,6 +84,8 @@ def test_methods_lists_ids_families_and_option_defaults(client: ExplainClient) -
         "fill": 0,
         "batch_size": 0,
         "incremental": True,
+        "approximate": False,
+        "projective_field": 0.6,
     }
     assert set(occlusion.option_help) == set(occlusion.options)
     assert methods["integrated_gradients"].options["steps"] == 50

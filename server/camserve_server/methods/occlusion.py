@@ -15,6 +15,7 @@ from .incremental import incremental_occluded_logits
 from .input_gradients import AttributionMethod, target_rows
 
 INCREMENTAL_VARIANT = "occlusion (incremental)"
+APPROXIMATE_VARIANT = "occlusion (incremental, approximate)"
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -55,7 +56,20 @@ class Occlusion(AttributionMethod):
             "incremental",
             True,
             "recompute only the activations each window changes (exact; falls back to "
-            "full forward passes for models it cannot follow)",
+            "full forward passes for models it cannot follow, or when it would not save work)",
+        ),
+        Option(
+            "approximate",
+            False,
+            "with incremental: cap each changed region at projective_field of its layer's "
+            "side (faster, not exact; error in docs/methods.md)",
+        ),
+        Option(
+            "projective_field",
+            0.6,
+            "with approximate: the largest share of a layer's side a changed region keeps",
+            minimum=0.05,
+            maximum=1.0,
         ),
     )
 
@@ -63,12 +77,12 @@ class Occlusion(AttributionMethod):
         return signed_heatmaps(attribution)
 
     def run(self, batch: BatchInput) -> BatchResult:
-        logits, rows, attribution, incremental = self._attributions(batch)
+        logits, rows, attribution, variant = self._attributions(batch)
         heat, empty = self.heatmaps(attribution)
         samples = package(rows, logits, heat, attribution, empty, {})
         result = self.result(batch, samples, logits=logits)
-        if incremental:
-            result.variant = INCREMENTAL_VARIANT
+        if variant:
+            result.variant = variant
         return result
 
     def attributions(
@@ -77,8 +91,9 @@ class Occlusion(AttributionMethod):
         logits, rows, attribution, _ = self._attributions(batch)
         return logits, rows, attribution, {}
 
-    def _attributions(self, batch: BatchInput) -> tuple[torch.Tensor, Rows, torch.Tensor, bool]:
-        """Logits, target rows, attributions, and whether the incremental path ran."""
+    def _attributions(self, batch: BatchInput) -> tuple[torch.Tensor, Rows, torch.Tensor, str]:
+        """Logits, target rows, attributions, and the incremental path's variant (empty
+        when every copy ran in full)."""
         (wh, ww), (sh, sw) = batch.options["window"], batch.options["stride"]
         fill = float(batch.options["fill"])
         x = batch.x
@@ -89,16 +104,20 @@ class Occlusion(AttributionMethod):
             for left in window_starts(width, ww, sw)
         ]
         logits, rows = target_rows(batch)
-        incremental = None
+        incremental, variant = None, ""
         if batch.options.get("incremental", True):
+            share = 1.0
+            if batch.options.get("approximate", False):
+                share = float(batch.options.get("projective_field", 1.0))
             incremental = incremental_occluded_logits(
-                batch.model, x, logits, windows, (wh, ww), fill, int(batch.options["batch_size"])
-            )
-        occluded_scores = (
-            incremental
-            if incremental is not None
-            else self._occluded_scores(batch, logits, windows, (wh, ww), fill)
-        )
+                batch.model, x, logits, windows, (wh, ww), fill, int(batch.options["batch_size"]),
+                share,
+            )  # fmt: skip
+        if incremental is not None:
+            occluded_scores = incremental.logits
+            variant = APPROXIMATE_VARIANT if incremental.cut else INCREMENTAL_VARIANT
+        else:
+            occluded_scores = self._occluded_scores(batch, logits, windows, (wh, ww), fill)
         drops = rows.scores(logits)[:, None] - occluded_scores[rows.sample, :, rows.target]
         total = x.new_zeros((len(rows), height, width))
         coverage = x.new_zeros((height, width))
@@ -109,7 +128,7 @@ class Occlusion(AttributionMethod):
             coverage > 0, total / coverage.clamp_min(1), torch.zeros_like(total)
         )
         attribution = mean_drop[:, None].expand(-1, x.shape[1], -1, -1).contiguous()
-        return logits, rows, attribution, incremental is not None
+        return logits, rows, attribution, variant
 
     @staticmethod
     def _occluded_scores(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import weakref
 from typing import Any
 
@@ -61,3 +62,16 @@ def activations(graph: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
             inputs = {parent: cloned(values[parent]) for parent in node.all_input_nodes}
             values[node] = call_node(graph, node, inputs)
     return values
+
+
+IN_PLACE_FUNCTIONS: frozenset[Any] = frozenset({operator.iadd, operator.imul, operator.isub})
+
+
+def writes_inputs(graph: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` may overwrite an input: an ``inplace`` module or keyword, a
+    trailing-underscore method, an augmented assignment."""
+    if node.op == "call_module":
+        return bool(getattr(graph.get_submodule(str(node.target)), "inplace", False))
+    if node.op == "call_method":
+        return str(node.target).endswith("_")
+    return node.target in IN_PLACE_FUNCTIONS or bool(node.kwargs.get("inplace", False))

@@ -3,6 +3,7 @@ half-open; an empty region is ``(EMPTY, 0)`` on both axes, neutral under a union
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -67,3 +68,20 @@ def fixed_boxes(
     limit = torch.tensor([size[0] - shape[0], size[1] - shape[1]])
     corners = torch.minimum(regions[:, [0, 2]], limit).clamp(min=0)
     return shape, corners
+
+
+def truncated(regions: torch.Tensor, share: float, size: tuple[int, int]) -> torch.Tensor:
+    """Krypton's projective-field threshold (Nakandala et al., SIGMOD 2019, section 4.1):
+    a region longer than ``ceil(share * side)`` on an axis is cut to that length around
+    its centre, ``start' = start + (length - cap) // 2``; shorter regions are kept."""
+    parts = []
+    for axis, side in enumerate(size):
+        start, stop = regions[:, 2 * axis], regions[:, 2 * axis + 1]
+        cap = max(1, math.ceil(share * side))
+        length = stop - start
+        cut = (length > cap) & (start < stop)
+        new_start = torch.where(
+            cut, start + torch.div(length - cap, 2, rounding_mode="floor"), start
+        )
+        parts += [new_start, torch.where(cut, new_start + cap, stop)]
+    return torch.stack(parts, dim=1)
