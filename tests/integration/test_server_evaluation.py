@@ -425,3 +425,22 @@ def test_the_cli_writes_a_ranked_html_report_from_the_real_server(
     page = out.read_text()
     assert "gradcam" in page and "guided_backprop" in page and "pointing_game" in page
     assert "data:image/png;base64," in page
+
+
+def test_a_set_too_large_is_refused_before_its_members_are_read(
+    small_server: ServerThread,
+) -> None:
+    name = f"large-{uuid.uuid4().hex[:8]}"
+    sets = imagesets_pb2_grpc.ImageSetServiceStub(grpc.insecure_channel(small_server.address))
+
+    def messages() -> Iterator[spb.IndexImagesRequest]:
+        yield spb.IndexImagesRequest(set=name, model="demo")
+        yield spb.IndexImagesRequest(
+            images=[spb.SetImage(id=f"{i:02d}", encoded=x.encoded) for i, x in enumerate(IMAGES)]
+        )
+
+    assert list(sets.IndexImages(messages(), timeout=120))[-1].indexed == 12
+    with pytest.raises(grpc.RpcError) as refused:
+        events(small_server.address, evaluation(set=name, methods=["gradcam"]))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "has 12 images; at most 8" in (refused.value.details() or "")

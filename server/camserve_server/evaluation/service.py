@@ -26,8 +26,9 @@ from .runner import EvaluationRun
 
 KIND = "evaluate"  # the jobs metrics' method label of an evaluation
 
-# A set's name to (the model that indexed it, each member's kept picture, in order).
-SetImages = Callable[[str], Awaitable[tuple[str, list[bytes]]]]
+# A set's name and the most images to read to (the model that indexed it, each member's
+# kept picture, in order); a larger set is refused before anything is read.
+SetImages = Callable[[str, int], Awaitable[tuple[str, list[bytes]]]]
 
 
 class EvaluationService:
@@ -76,7 +77,7 @@ class EvaluationService:
             raise InvalidArgument("give images or a set, not both")
         kept: list[bytes] = []
         if query.set_name:
-            indexed_by, kept = await self.set_images(query.set_name)
+            indexed_by, kept = await self.set_images(query.set_name, self.limits.max_images)
             if indexed_by != loaded.name:
                 raise InvalidArgument(
                     f"set {query.set_name!r} was indexed for model {indexed_by!r}: its kept "

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 from ..config import Settings
+from ..errors import InvalidArgument
 from ..models.loading import LoadedModel
 from ..runtime.metrics import Metrics
 from ..runtime.workers import DeviceWorker
@@ -102,10 +103,16 @@ class ImageSetService:
         """The named set's description; ``NotFound`` when there is none."""
         return await self._context.describe(name)
 
-    async def kept_pictures(self, name: str) -> tuple[str, list[bytes]]:
+    async def kept_pictures(self, name: str, max_images: int) -> tuple[str, list[bytes]]:
         """The model that indexed the named set, and each member's kept picture (the
-        model's view, PNG) in the set's order; ``NotFound`` when there is no such set."""
+        model's view, PNG) in the set's order; ``NotFound`` when there is no such set,
+        ``InvalidArgument`` before anything is read when it has more than ``max_images``."""
         info = await self._context.describe(name)
+        if info.size > max_images:
+            raise InvalidArgument(
+                f"set {info.name!r} has {info.size} images; at most {max_images} at once "
+                "(--max-evaluation-images)"
+            )
 
         def read() -> list[bytes]:
             return [record.image for record in self._context.store.members(info.name)]
